@@ -1,0 +1,3 @@
+from livesessions.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""The ASGI application: HTTP routes, the peer WebSocket, and the lifespan
+that recovers from the last run and keeps sessions tidy while serving."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from livesessions.http.core import (
+    ClientDisconnected,
+    HTTPError,
+    JSONResponse,
+    Request,
+    Response,
+    Router,
+)
+from livesessions.http.routes import history, live_sessions, meta, peer_tokens, rooms
+from livesessions.http.validation import ValidationFailed
+from livesessions.realtime.peer_socket import PeerSocket
+from livesessions.services import Services
+
+log = logging.getLogger(__name__)
+
+UNAUTHORIZED = JSONResponse(
+    {"ok": False, "message": "Incorrect or no API key provided", "validated": False}, status=401
+)
+INTERNAL_ERROR = JSONResponse({"ok": False, "message": "Internal Server Error"}, status=500)
+
+
+class LiveSessionsApp:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.router = Router()
+        for area in (meta, live_sessions, rooms, history, peer_tokens):
+            area.register(self.router, services)
+        self.peer_socket = PeerSocket(services.signer, services.store, services.keeper, services.hub, services.clock)
+        self._maintenance: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            if scope["path"] == "/ws":
+                await self.peer_socket(scope, receive, send)
+            else:
+                await send({"type": "websocket.close", "code": 4404, "reason": "no WebSocket here; use /ws"})
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        request = Request(scope, receive, self.services.settings.max_body_bytes)
+        response: Response
+        try:
+            route, request.path_params = self.router.match(scope["method"], scope["path"])
+            if route.auth == "api_key":
+                project_id = await self.services.api_keys.project_for(request.header(b"x-api-key"))
+                if project_id is None:
+                    return await UNAUTHORIZED.send(send)
+                request.project_id = project_id
+            response = await route.handler(request)
+        except HTTPError as exc:
+            response = JSONResponse(exc.body, exc.status, exc.headers)
+        except ValidationFailed as exc:
+            response = JSONResponse(exc.body, 400)
+        except ClientDisconnected:
+            return
+        except Exception:  # noqa: BLE001 - answered as 500, and logged to be fixed
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            response = INTERNAL_ERROR
+        await response.send(send)
+
+    # --- lifespan -----------------------------------------------------------
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # noqa: BLE001 - reported to the server
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        closed = await self.services.store.close_interrupted_sessions()
+        if closed:
+            log.info("closed %d session(s) left open by the previous run", closed)
+        self._maintenance = asyncio.create_task(self._maintain())
+
+    async def shutdown(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        self.services.hub.close_all(1001, "server shutting down")
+        await self.services.keeper.heartbeat()
+        self.services.close()
+
+    async def _maintain(self) -> None:
+        """End sessions whose grace ran out; record that live ones still are."""
+        settings = self.services.settings
+        tick = min(1.0, max(settings.grace_period / 4, 0.05))
+        beats_per_heartbeat = max(1, round(settings.heartbeat_interval / tick))
+        tick_count = 0
+        while True:
+            await asyncio.sleep(tick)
+            tick_count += 1
+            try:
+                await self.services.keeper.expire()
+                if tick_count % beats_per_heartbeat == 0:
+                    await self.services.keeper.heartbeat()
+            except Exception:  # noqa: BLE001 - keep maintaining; the next tick retries
+                log.exception("session maintenance failed")
+
+
+def create_app(services: Services) -> LiveSessionsApp:
+    return LiveSessionsApp(services)

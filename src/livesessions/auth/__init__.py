@@ -1,0 +1,1 @@
+"""Authentication: project API keys and the peer tokens peers join rooms with."""

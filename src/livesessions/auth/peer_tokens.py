@@ -1,0 +1,105 @@
+"""Peer tokens: ES256 JWTs that admit one peer to one room.
+
+The signing key is generated on first start and kept in the data directory;
+its public half is published at /jwks.json so anyone can verify a token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+import orjson
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+_ALGORITHM = "ES256"
+REQUIRED_CLAIMS = ("peerId", "roomId", "projectId", "role", "permissions", "exp")
+
+
+class InvalidPeerToken(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PeerClaims:
+    peer_id: str
+    room_id: str
+    project_id: str
+    role: str
+    permissions: dict[str, Any]
+    metadata: str
+    max_peers: int | None
+    lock_room: bool
+
+
+def _b64(number: int) -> str:
+    return base64.urlsafe_b64encode(number.to_bytes(32, "big")).rstrip(b"=").decode()
+
+
+def load_or_create_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{path} does not hold an EC private key")
+        return key
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written aside and renamed, readable by the owner only, so a crash never
+    # leaves half a key and no other user can read it.
+    partial = path.with_suffix(".tmp")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(pem)
+    os.replace(partial, path)
+    return key
+
+
+class PeerTokenSigner:
+    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
+        self._key = key
+        self._public = key.public_key()
+        numbers = self._public.public_numbers()
+        x, y = _b64(numbers.x), _b64(numbers.y)
+        # RFC 7638 thumbprint: a kid that changes exactly when the key does.
+        thumbprint = hashlib.sha256(
+            orjson.dumps({"crv": "P-256", "kty": "EC", "x": x, "y": y}, option=orjson.OPT_SORT_KEYS)
+        ).digest()
+        self.key_id = base64.urlsafe_b64encode(thumbprint).rstrip(b"=").decode()
+        self.jwks: dict[str, Any] = {
+            "keys": [{"kty": "EC", "crv": "P-256", "x": x, "y": y, "use": "sig", "alg": _ALGORITHM, "kid": self.key_id}]
+        }
+
+    def issue(self, claims: dict[str, Any], now_s: int, ttl_s: int) -> str:
+        payload = {**claims, "iat": now_s, "exp": now_s + ttl_s}
+        return jwt.encode(payload, self._key, algorithm=_ALGORITHM, headers={"kid": self.key_id})
+
+    def verify(self, token: str) -> PeerClaims:
+        try:
+            claims = jwt.decode(
+                token, self._public, algorithms=[_ALGORITHM], options={"require": list(REQUIRED_CLAIMS)}
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidPeerToken(str(exc)) from exc
+        options = claims.get("options") or {}
+        try:
+            return PeerClaims(
+                peer_id=str(claims["peerId"]),
+                room_id=str(claims["roomId"]),
+                project_id=str(claims["projectId"]),
+                role=str(claims["role"]),
+                permissions=dict(claims["permissions"]),
+                metadata=str(claims.get("metadata") or ""),
+                max_peers=options.get("maxPeersAllowed"),
+                lock_room=bool(options.get("roomLocked", False)),
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise InvalidPeerToken("malformed claims") from exc

@@ -1,0 +1,161 @@
+"""The `livesessions` command: run the service, manage API keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from livesessions import __version__
+from livesessions.auth.api_keys import WALLET_PATTERN, ApiKeys
+from livesessions.clock import now_ms
+from livesessions.config import Settings
+
+DEFAULT_DATA_DIR = "livesessions-data"
+
+
+class CommandError(Exception):
+    """A problem worth one line to the user, not a traceback."""
+
+
+def _data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("LIVESESSIONS_DATA_DIR", DEFAULT_DATA_DIR)),
+        help="where the SQLite database and the token signing key live "
+        f"(default: $LIVESESSIONS_DATA_DIR or ./{DEFAULT_DATA_DIR}; created on first start)",
+    )
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="livesessions",
+        description="A self-hosted, wire-compatible Huddle01 Live Sessions API.",
+    )
+    parser.add_argument("--version", action="version", version=f"livesessions {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser("serve", help="run the service", description="Run the HTTP and WebSocket service.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
+    _data_dir(serve)
+    serve.add_argument(
+        "--grace-period", type=_positive, default=10.0, metavar="SECONDS",
+        help="a room whose last peer left keeps its session if someone rejoins within this time (default: 10)",
+    )
+    serve.add_argument(
+        "--ping-interval", type=_positive, default=10.0, metavar="SECONDS",
+        help="how often peers are pinged (default: 10)",
+    )
+    serve.add_argument(
+        "--ping-timeout", type=_positive, default=10.0, metavar="SECONDS",
+        help="a peer that does not answer a ping within this time is removed (default: 10)",
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs throughput)")
+
+    keys = commands.add_parser("keys", help="manage API keys", description="Manage API keys offline.")
+    key_commands = keys.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
+    create = key_commands.add_parser(
+        "create",
+        help="create an API key for a wallet's project",
+        description="Create an API key for the project owned by a wallet address, and print it. "
+        "The key is shown only now; only its hash is stored.",
+    )
+    create.add_argument("--wallet", required=True, help="the wallet address that owns the project (0x…)")
+    create.add_argument("--name", default="cli", help="a name to tell the key apart (default: cli)")
+    create.add_argument("--json", action="store_true", help="print a JSON object instead of the bare key")
+    _data_dir(create)
+    return parser
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from livesessions.app import create_app
+    from livesessions.services import build_services
+
+    settings = Settings(
+        data_dir=args.data_dir,
+        host=args.host,
+        port=args.port,
+        grace_period=args.grace_period,
+        ping_interval=args.ping_interval,
+        ping_timeout=args.ping_timeout,
+    )
+    services = build_services(settings)
+    config = uvicorn.Config(
+        create_app(services),
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        ws_ping_interval=settings.ping_interval,
+        ws_ping_timeout=settings.ping_timeout,
+        ws_max_size=settings.max_ws_frame_bytes,
+        log_level=args.log_level,
+        access_log=args.access_log,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+def create_key(args: argparse.Namespace) -> int:
+    from livesessions.services import open_store
+
+    if not WALLET_PATTERN.match(args.wallet):
+        raise CommandError("--wallet must be 0x followed by 40 hexadecimal digits")
+    if not args.name.strip() or len(args.name) > 100:
+        raise CommandError("--name must be 1 to 100 characters")
+    store = open_store(Settings(data_dir=args.data_dir))
+
+    async def run() -> tuple[str, str, str]:
+        now = now_ms()
+        project = await store.project_for_wallet(args.wallet, now)
+        key, record = await ApiKeys(store).create(project.project_id, args.name.strip(), now)
+        return key, record.id, project.project_id
+
+    try:
+        key, key_id, project_id = asyncio.run(run())
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"apiKey": key, "id": key_id, "projectId": project_id, "wallet": args.wallet.lower()}))
+    else:
+        print(f"project {project_id} (wallet {args.wallet.lower()}); the key is shown only once:")
+        print(key)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    handler = {"serve": serve, "keys": create_key}[args.command]
+    try:
+        return handler(args)
+    except CommandError as exc:
+        print(f"livesessions: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"livesessions: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,33 @@
+"""Service settings: one frozen object built by the command line or by tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = field(default_factory=lambda: Path("livesessions-data"))
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # A room whose last peer left may be rejoined within this many seconds and
+    # keep its session (same sessionId and startTime).
+    grace_period: float = 10.0
+    # WebSocket keep-alive: a peer that does not answer a ping within
+    # ping_timeout is dropped, so a silent peer is gone within their sum.
+    ping_interval: float = 10.0
+    ping_timeout: float = 10.0
+    # How often live sessions record "still alive" so that a crash can be
+    # closed at a time no older than this.
+    heartbeat_interval: float = 15.0
+    max_body_bytes: int = 64 * 1024
+    max_ws_frame_bytes: int = 64 * 1024
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "livesessions.sqlite3"
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.data_dir / "peer-token-key.pem"

@@ -1,0 +1,1 @@
+"""The domain: rooms, live sessions, peers and their permissions."""

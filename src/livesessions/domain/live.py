@@ -1,0 +1,90 @@
+"""What presence knows about a room that is live right now, and what a join or
+leave changes. These are the values every presence store speaks in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+
+class PeerPresence(msgspec.Struct, rename="camel"):
+    """A connected peer as other peers and the participants route see it."""
+
+    peer_id: str
+    role: str
+    metadata: str
+    join_time: int
+
+
+class LiveSession(msgspec.Struct, rename="camel"):
+    """One item of the Live Sessions API."""
+
+    room_id: str
+    start_time: int
+    current_peer_count: int
+    livestream_count: int
+    recording_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoomKey:
+    project_id: str
+    room_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Everything presence needs to decide on one join."""
+
+    peer: PeerPresence
+    permissions: dict[str, Any]
+    connection_id: str
+    room_locked: bool
+    max_peers: int | None = None
+    lock_room: bool = False
+
+    @property
+    def is_bot(self) -> bool:
+        return self.peer.role == "bot"
+
+    @property
+    def is_admin(self) -> bool:
+        return bool(self.permissions.get("admin"))
+
+
+@dataclass(frozen=True, slots=True)
+class EndedSession:
+    key: RoomKey
+    session_id: str
+    end_time: int
+
+
+@dataclass(slots=True)
+class JoinOutcome:
+    # Set when the join is refused: (WebSocket close code, reason). Nothing
+    # else about the room changed, except that `ended` may be set.
+    refused: tuple[int, str] | None = None
+    session_id: str | None = None
+    start_time: int | None = None
+    started_session: bool = False
+    # The previous connection of the same peer, which this join replaces.
+    replaced_connection: str | None = None
+    # A session whose grace period had run out, found and closed by this join.
+    ended: EndedSession | None = None
+    # Peers visible to the joiner (other non-bot peers).
+    peers: list[PeerPresence] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveOutcome:
+    session_id: str | None
+    was_bot: bool
+    # True when this leave took the last non-bot peer out: the room stops being
+    # listed now, and the session ends unless someone rejoins within grace.
+    room_emptied: bool
+
+
+REFUSED_LOCKED = (4003, "room is locked")
+REFUSED_FULL = (4029, "room is full")

@@ -1,0 +1,44 @@
+"""Room and peer metadata: what is accepted, and how it is kept.
+
+Room metadata is kept as a JSON object; the official SDK sends it as a
+JSON-encoded string and plain REST callers send an object, so both are taken.
+Peer metadata is kept as the string the token or the peer gave.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+MAX_ROOM_METADATA_BYTES = 10 * 1024
+MAX_PEER_METADATA_BYTES = 5 * 1024
+
+
+class MetadataError(ValueError):
+    pass
+
+
+def room_metadata(value: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise MetadataError("metadata must be a JSON object or a string holding one") from None
+        if not isinstance(value, dict):
+            raise MetadataError("metadata must be a JSON object or a string holding one")
+    if len(orjson.dumps(value)) > MAX_ROOM_METADATA_BYTES:
+        raise MetadataError(f"metadata must be at most {MAX_ROOM_METADATA_BYTES} bytes as JSON")
+    return value
+
+
+def peer_metadata_text(value: Any) -> str:
+    """Peer metadata as kept: a string as given, anything else JSON-encoded."""
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    if len(text.encode()) > MAX_PEER_METADATA_BYTES:
+        raise MetadataError(f"peer metadata must be at most {MAX_PEER_METADATA_BYTES} bytes")
+    return text

@@ -1,0 +1,78 @@
+"""Sessions over time: joins, leaves and grace expiry, kept in step between
+presence (now) and the store (history).
+
+Each method changes presence first and queues the matching history write in
+the same step, so history is written in the order things happened. The
+returned awaitable resolves once that write is committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+
+from livesessions.clock import Clock
+from livesessions.domain.live import Admission, JoinOutcome, LeaveOutcome, RoomKey
+from livesessions.stores.base import Presence, Store
+
+
+
+async def _all(writes: list[Awaitable[None]]) -> None:
+    for write in writes:
+        await write
+
+
+class SessionKeeper:
+    def __init__(self, presence: Presence, store: Store, clock: Clock) -> None:
+        self.presence = presence
+        self.store = store
+        self.clock = clock
+
+    async def join(self, key: RoomKey, admission: Admission) -> tuple[JoinOutcome, Awaitable[None]]:
+        now = self.clock()
+        outcome = await self.presence.join(key, admission, now)
+        writes: list[Awaitable[None]] = []
+        if outcome.ended is not None:
+            writes.append(self.store.end_sessions([(outcome.ended.session_id, outcome.ended.end_time)]))
+        if outcome.refused is None and not admission.is_bot and outcome.replaced_connection is None:
+            assert outcome.session_id is not None
+            peer = admission.peer
+            writes.append(
+                self.store.record_join(
+                    key.project_id,
+                    key.room_id,
+                    outcome.session_id,
+                    outcome.start_time if outcome.started_session else None,
+                    peer.peer_id,
+                    peer.role,
+                    peer.metadata,
+                    now,
+                )
+            )
+        return outcome, _all(writes)
+
+    async def leave(self, key: RoomKey, peer_id: str, connection_id: str) -> tuple[LeaveOutcome | None, Awaitable[None]]:
+        now = self.clock()
+        outcome = await self.presence.leave(key, peer_id, connection_id, now)
+        if outcome is None or outcome.was_bot or outcome.session_id is None:
+            return outcome, _all([])
+        return outcome, self.store.record_exit(outcome.session_id, peer_id, now)
+
+    async def update_metadata(self, key: RoomKey, peer_id: str, connection_id: str, metadata: str, is_bot: bool) -> tuple[bool, Awaitable[None]]:
+        changed = await self.presence.update_metadata(key, peer_id, connection_id, metadata)
+        session_id = await self.presence.session_of(key)
+        if not changed or is_bot or session_id is None:
+            return changed, _all([])
+        return True, self.store.record_peer_metadata(session_id, peer_id, metadata)
+
+    async def expire(self) -> int:
+        """End the sessions whose grace period ran out; how many ended."""
+        ended = await self.presence.expire(self.clock())
+        if ended:
+            await self.store.end_sessions([(e.session_id, e.end_time) for e in ended])
+        return len(ended)
+
+    async def heartbeat(self) -> None:
+        """Record that live sessions are still live, for crash recovery."""
+        live = await self.presence.live_session_ids()
+        if live:
+            await self.store.touch_sessions(live, self.clock())

@@ -1,0 +1,208 @@
+"""A deliberately small ASGI toolkit: requests, responses, errors, routing.
+
+The hot GETs of this service must stay close to raw ASGI speed, so this is
+all the framework there is: a dict lookup for fixed paths, a segment match for
+paths with parameters, and pre-encoded bytes out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from livesessions.http.validation import ValidationFailed, issue_from_msgspec
+
+Auth = Literal["api_key", "account", "none"]
+_encode = msgspec.json.encode
+
+
+class HTTPError(Exception):
+    """Raised anywhere in a handler to answer with `status` and `body`."""
+
+    def __init__(self, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None):
+        super().__init__(status, body)
+        self.status = status
+        self.body = body
+        self.headers = headers or []
+
+
+class ClientDisconnected(Exception):
+    pass
+
+
+class Response:
+    __slots__ = ("status", "body", "headers", "content_type")
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        content_type: bytes = b"application/json",
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers
+        self.content_type = content_type
+
+    async def send(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        headers = [(b"content-type", self.content_type), (b"content-length", str(len(self.body)).encode())]
+        if self.headers:
+            headers.extend(self.headers)
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+class JSONResponse(Response):
+    __slots__ = ()
+
+    def __init__(self, data: Any, status: int = 200, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(status, _encode(data), headers)
+
+
+def error_message(status: int, message: str, **extra: Any) -> HTTPError:
+    return HTTPError(status, {"ok": False, "message": message, **extra})
+
+
+class Request:
+    __slots__ = ("scope", "_receive", "path_params", "project_id", "account", "_query", "max_body")
+
+    def __init__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], max_body: int):
+        self.scope = scope
+        self._receive = receive
+        self.path_params: dict[str, str] = {}
+        self.project_id: str = ""
+        self.account: Any = None
+        self._query: dict[str, str] | None = None
+        self.max_body = max_body
+
+    @property
+    def method(self) -> str:
+        return self.scope["method"]
+
+    def header(self, name: bytes) -> str | None:
+        """A request header by lower-case name (ASGI lower-cases them)."""
+        for key, value in self.scope["headers"]:
+            if key == name:
+                return value.decode("latin-1")
+        return None
+
+    @property
+    def query(self) -> dict[str, str]:
+        if self._query is None:
+            raw = self.scope.get("query_string", b"").decode("latin-1")
+            self._query = dict(parse_qsl(raw, keep_blank_values=True)) if raw else {}
+        return self._query
+
+    async def body(self) -> bytes:
+        declared = self.header(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            raise _too_large(self.max_body)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise _too_large(self.max_body)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def json_as(self, kind: type[Any], empty_ok: bool = False) -> Any:
+        """The body, decoded and validated as `kind` (a msgspec Struct)."""
+        body = await self.body()
+        if not body.strip():
+            if empty_ok:
+                return msgspec.convert({}, kind)
+            raise error_message(400, "A JSON body is required")
+        content_type = (self.header(b"content-type") or "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise error_message(415, "Content-Type must be application/json")
+        try:
+            return msgspec.json.decode(body, type=kind)
+        except msgspec.ValidationError as exc:
+            raise ValidationFailed([issue_from_msgspec(str(exc))]) from None
+        except msgspec.DecodeError as exc:
+            raise error_message(400, f"Malformed JSON body: {exc}") from None
+
+
+def _too_large(limit: int) -> HTTPError:
+    return error_message(413, f"Request body is larger than {limit} bytes")
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    methods: frozenset[str]
+    pattern: str
+    handler: Handler
+    auth: Auth
+    segments: tuple[str, ...] = field(default=())
+
+
+class Router:
+    """Fixed paths by dict lookup; paths with `{param}` segments by matching."""
+
+    def __init__(self) -> None:
+        self._fixed: dict[str, list[Route]] = {}
+        self._patterned: dict[int, list[Route]] = {}
+        self.routes: list[Route] = []
+
+    def add(self, methods: str | tuple[str, ...], pattern: str, handler: Handler, auth: Auth = "api_key") -> None:
+        methods = (methods,) if isinstance(methods, str) else methods
+        segments = tuple(pattern.strip("/").split("/"))
+        route = Route(frozenset(methods), pattern, handler, auth, segments)
+        self.routes.append(route)
+        if "{" in pattern:
+            self._patterned.setdefault(len(segments), []).append(route)
+        else:
+            self._fixed.setdefault(pattern, []).append(route)
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        """The route for this request, or HTTPError 404 / 405."""
+        candidates = self._fixed.get(path)
+        if candidates:
+            for route in candidates:
+                if method in route.methods:
+                    return route, {}
+            raise _not_allowed(candidates)
+        parts = path.strip("/").split("/")
+        allowed: list[Route] = []
+        for route in self._patterned.get(len(parts), ()):
+            params = _match_segments(route.segments, parts)
+            if params is not None:
+                if method in route.methods:
+                    return route, params
+                allowed.append(route)
+        if allowed:
+            raise _not_allowed(allowed)
+        raise error_message(404, "Not Found")
+
+
+def _match_segments(pattern: tuple[str, ...], parts: list[str]) -> dict[str, str] | None:
+    params: dict[str, str] = {}
+    for expected, actual in zip(pattern, parts):
+        if expected.startswith("{"):
+            if not actual:
+                return None
+            params[expected[1:-1]] = actual
+        elif expected != actual:
+            return None
+    return params
+
+
+def _not_allowed(routes: list[Route]) -> HTTPError:
+    methods = sorted({m for route in routes for m in route.methods})
+    return HTTPError(
+        405, {"ok": False, "message": "Method Not Allowed"}, [(b"allow", ", ".join(methods).encode())]
+    )

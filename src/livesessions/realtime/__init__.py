@@ -1,0 +1,1 @@
+"""Realtime: peers connected over WebSockets and the messages between them."""

@@ -1,0 +1,108 @@
+"""The connections on this node, by room, and fan-out of messages to them.
+
+Sending never blocks the sender: each connection has its own outbox drained
+by its own task, and a peer too slow to keep up is disconnected rather than
+allowed to hold the room back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from livesessions.domain.live import RoomKey
+
+_encode = msgspec.json.encode
+
+OUTBOX_LIMIT = 1024
+CLOSE_TOO_SLOW = (1008, "too slow to receive messages")
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: int
+    reason: str
+
+
+@dataclass(eq=False, slots=True)
+class Connection:
+    key: RoomKey
+    peer_id: str
+    role: str
+    permissions: dict[str, Any]
+    id: str = field(default_factory=lambda: secrets.token_hex(8))
+    outbox: asyncio.Queue[bytes | Close] = field(default_factory=lambda: asyncio.Queue(OUTBOX_LIMIT + 1))
+    closing: bool = False
+
+    @property
+    def is_bot(self) -> bool:
+        return self.role == "bot"
+
+    def can(self, permission: str) -> bool:
+        return bool(self.permissions.get(permission))
+
+    def push(self, message: dict[str, Any] | bytes) -> None:
+        if self.closing:
+            return
+        if self.outbox.qsize() >= OUTBOX_LIMIT:
+            self.close(*CLOSE_TOO_SLOW)
+            return
+        self.outbox.put_nowait(message if isinstance(message, bytes) else _encode(message))
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame after what is already queued; nothing after it."""
+        if not self.closing:
+            self.closing = True
+            self.outbox.put_nowait(Close(code, reason))
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._rooms: dict[RoomKey, dict[str, Connection]] = {}
+
+    def add(self, connection: Connection) -> Connection | None:
+        """Register a connection; returns the one it replaces, if any."""
+        room = self._rooms.setdefault(connection.key, {})
+        previous = room.get(connection.peer_id)
+        room[connection.peer_id] = connection
+        return previous
+
+    def remove(self, connection: Connection) -> bool:
+        room = self._rooms.get(connection.key)
+        if room is None or room.get(connection.peer_id) is not connection:
+            return False
+        del room[connection.peer_id]
+        if not room:
+            del self._rooms[connection.key]
+        return True
+
+    def connections(self, key: RoomKey) -> Iterable[Connection]:
+        return self._rooms.get(key, {}).values()
+
+    def get(self, key: RoomKey, peer_id: str) -> Connection | None:
+        return self._rooms.get(key, {}).get(peer_id)
+
+    def broadcast(
+        self,
+        key: RoomKey,
+        message: dict[str, Any],
+        exclude: str | None = None,
+        only: Callable[[Connection], bool] | None = None,
+    ) -> None:
+        room = self._rooms.get(key)
+        if not room:
+            return
+        encoded = _encode(message)
+        for peer_id, connection in list(room.items()):
+            if peer_id != exclude and (only is None or only(connection)):
+                connection.push(encoded)
+
+    def close_all(self, code: int, reason: str) -> None:
+        for room in self._rooms.values():
+            for connection in room.values():
+                connection.close(code, reason)

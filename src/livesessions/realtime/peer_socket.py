@@ -1,0 +1,205 @@
+"""The peer WebSocket at /ws?token=…: joining a room, messaging, leaving.
+
+Order of events for a join: the token is checked, presence admits the peer,
+the connection is registered and `joined` queued, the others are told, and
+only once the join is committed to history does the peer's outbox start
+flowing. So a peer that has seen `joined` is counted by every later GET.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from livesessions.auth.peer_tokens import InvalidPeerToken, PeerTokenSigner
+from livesessions.clock import Clock
+from livesessions.domain.live import Admission, PeerPresence, RoomKey
+from livesessions.domain.sessions import SessionKeeper
+from livesessions.domain.metadata import MetadataError, peer_metadata_text
+from livesessions.realtime.hub import Close, Connection, Hub
+from livesessions.stores.base import Store
+
+log = logging.getLogger(__name__)
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+CLOSE_BAD_TOKEN = 4001
+CLOSE_ROOM_NOT_FOUND = 4004
+CLOSE_REPLACED = 4009
+CLOSE_INTERNAL = 1011
+
+MAX_RECIPIENTS = 1024
+MAX_LABEL_CHARS = 256
+
+
+def _error(message: str) -> dict[str, Any]:
+    return {"type": "error", "message": message}
+
+
+class PeerSocket:
+    def __init__(self, signer: PeerTokenSigner, store: Store, keeper: SessionKeeper, hub: Hub, clock: Clock):
+        self.signer = signer
+        self.store = store
+        self.keeper = keeper
+        self.hub = hub
+        self.clock = clock
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        token = (query.get("token") or [""])[0]
+        try:
+            claims = self.signer.verify(token)
+        except InvalidPeerToken as exc:
+            return await _close(send, CLOSE_BAD_TOKEN, f"invalid peer token: {exc}"[:120])
+        room = await self.store.get_room(claims.project_id, claims.room_id)
+        if room is None:
+            return await _close(send, CLOSE_ROOM_NOT_FOUND, "room not found")
+
+        key = RoomKey(claims.project_id, claims.room_id)
+        connection = Connection(key=key, peer_id=claims.peer_id, role=claims.role, permissions=claims.permissions)
+        admission = Admission(
+            peer=PeerPresence(peer_id=claims.peer_id, role=claims.role, metadata=claims.metadata, join_time=self.clock()),
+            permissions=claims.permissions,
+            connection_id=connection.id,
+            room_locked=room.room_locked,
+            max_peers=claims.max_peers,
+            lock_room=claims.lock_room,
+        )
+        outcome, persisted = await self.keeper.join(key, admission)
+        if outcome.refused is not None:
+            await persisted
+            return await _close(send, *outcome.refused)
+
+        # From here to the first await nothing else runs: registration, the
+        # `joined` message and the others' `peer-joined` happen as one step.
+        replaced = self.hub.add(connection)
+        if replaced is not None:
+            replaced.close(CLOSE_REPLACED, "replaced by a newer connection of the same peer")
+        connection.push(
+            {
+                "type": "joined",
+                "roomId": key.room_id,
+                "sessionId": outcome.session_id,
+                "peerId": claims.peer_id,
+                "peers": outcome.peers,
+            }
+        )
+        if not connection.is_bot and outcome.replaced_connection is None:
+            self.hub.broadcast(key, {"type": "peer-joined", "peer": admission.peer}, exclude=claims.peer_id)
+
+        writer: asyncio.Task[None] | None = None
+        try:
+            await persisted
+            writer = asyncio.create_task(_drain(connection, send))
+            await self._receive_loop(connection, receive)
+        except Exception:  # noqa: BLE001 - one peer's failure must not spread
+            log.exception("peer connection failed")
+            connection.close(CLOSE_INTERNAL, "internal error")
+        finally:
+            await self._depart(connection)
+            if writer is not None:
+                connection.close(1000, "")
+                try:
+                    await asyncio.wait_for(writer, timeout=2)
+                except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - the socket is gone
+                    writer.cancel()
+            else:
+                await _close(send, CLOSE_INTERNAL, "could not record the join")
+
+    async def _receive_loop(self, connection: Connection, receive: Receive) -> None:
+        while not connection.closing:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                connection.push(_error("binary frames are not supported; send JSON text"))
+                continue
+            await self._on_message(connection, text)
+
+    async def _on_message(self, connection: Connection, text: str) -> None:
+        try:
+            message = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return connection.push(_error("malformed JSON"))
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "data":
+            return self._on_data(connection, message)
+        if kind == "update-metadata":
+            return await self._on_update_metadata(connection, message)
+        if kind == "leave":
+            await self._depart(connection)
+            return connection.close(1000, "left")
+        if kind == "ping":
+            return connection.push({"type": "pong"})
+        connection.push(_error(f"unknown message type: {kind!r}" if kind else "a message needs a string 'type'"))
+
+    def _on_data(self, connection: Connection, message: dict[str, Any]) -> None:
+        if not connection.can("canSendData"):
+            return connection.push(_error("not permitted: canSendData"))
+        to = message.get("to", "*")
+        label = message.get("label")
+        if to != "*" and not (
+            isinstance(to, list) and len(to) <= MAX_RECIPIENTS and all(isinstance(p, str) for p in to)
+        ):
+            return connection.push(_error(f"'to' must be \"*\" or a list of at most {MAX_RECIPIENTS} peer ids"))
+        if label is not None and not (isinstance(label, str) and len(label) <= MAX_LABEL_CHARS):
+            return connection.push(_error(f"'label' must be a string of at most {MAX_LABEL_CHARS} characters"))
+        recipients = None if to == "*" else set(to)
+        sender = connection.peer_id
+        self.hub.broadcast(
+            connection.key,
+            {"type": "data", "from": sender, "label": label, "payload": message.get("payload")},
+            exclude=sender,
+            only=lambda c: c.can("canRecvData") and (recipients is None or c.peer_id in recipients),
+        )
+
+    async def _on_update_metadata(self, connection: Connection, message: dict[str, Any]) -> None:
+        if not connection.can("canUpdateMetadata"):
+            return connection.push(_error("not permitted: canUpdateMetadata"))
+        try:
+            metadata = peer_metadata_text(message.get("metadata"))
+        except MetadataError as exc:
+            return connection.push(_error(str(exc)))
+        changed, persisted = await self.keeper.update_metadata(
+            connection.key, connection.peer_id, connection.id, metadata, connection.is_bot
+        )
+        if not changed:
+            return
+        update = {"type": "metadata-updated", "peerId": connection.peer_id, "metadata": metadata}
+        if connection.is_bot:
+            connection.push(update)
+        else:
+            self.hub.broadcast(connection.key, update)
+        await persisted
+
+    async def _depart(self, connection: Connection) -> None:
+        """Take the peer out of the room (once) and tell the others."""
+        outcome, persisted = await self.keeper.leave(connection.key, connection.peer_id, connection.id)
+        removed = self.hub.remove(connection)
+        if removed and outcome is not None and not outcome.was_bot:
+            self.hub.broadcast(connection.key, {"type": "peer-left", "peerId": connection.peer_id})
+        await persisted
+
+
+async def _drain(connection: Connection, send: Send) -> None:
+    while True:
+        item = await connection.outbox.get()
+        if isinstance(item, Close):
+            await send({"type": "websocket.close", "code": item.code, "reason": item.reason})
+            return
+        await send({"type": "websocket.send", "text": item.decode()})
+
+
+async def _close(send: Send, code: int, reason: str) -> None:
+    await send({"type": "websocket.close", "code": code, "reason": reason})
+

@@ -1,0 +1,50 @@
+"""Everything a running service holds, built once from its settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from livesessions.auth.api_keys import ApiKeys
+from livesessions.auth.peer_tokens import PeerTokenSigner, load_or_create_key
+from livesessions.clock import Clock, now_ms
+from livesessions.config import Settings
+from livesessions.domain.sessions import SessionKeeper
+from livesessions.realtime.hub import Hub
+from livesessions.stores.base import Presence, Store
+from livesessions.stores.memory_presence import MemoryPresence
+from livesessions.stores.sqlite import SQLiteStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    presence: Presence
+    keeper: SessionKeeper
+    api_keys: ApiKeys
+    signer: PeerTokenSigner
+    hub: Hub
+    clock: Clock
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_store(settings: Settings) -> SQLiteStore:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return SQLiteStore(settings.database_path)
+
+
+def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
+    store = open_store(settings)
+    presence = MemoryPresence(grace_period_ms=int(settings.grace_period * 1000))
+    return Services(
+        settings=settings,
+        store=store,
+        presence=presence,
+        keeper=SessionKeeper(presence, store, clock),
+        api_keys=ApiKeys(store),
+        signer=PeerTokenSigner(load_or_create_key(settings.signing_key_path)),
+        hub=Hub(),
+        clock=clock,
+    )

@@ -1,0 +1,1 @@
+"""Stores: where state lives. Each kind sits behind the protocols in `base`."""

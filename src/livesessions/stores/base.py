@@ -1,0 +1,102 @@
+"""The two interfaces the service is written against.
+
+`Presence` is who is in which room right now (memory on one node; Redis when
+scaled out). `Store` is what must outlive a restart (SQLite embedded;
+PostgreSQL when scaled out). The HTTP and realtime layers know only these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+from livesessions.domain.live import (
+    Admission,
+    EndedSession,
+    JoinOutcome,
+    LeaveOutcome,
+    LiveSession,
+    PeerPresence,
+    RoomKey,
+)
+from livesessions.domain.records import ApiKeyRecord, Metrics, Participant, Project, Room, SessionRecord
+
+
+class Presence(Protocol):
+    async def join(self, key: RoomKey, admission: Admission, now: int) -> JoinOutcome: ...
+
+    async def leave(self, key: RoomKey, peer_id: str, connection_id: str, now: int) -> LeaveOutcome | None: ...
+
+    async def update_metadata(self, key: RoomKey, peer_id: str, connection_id: str, metadata: str) -> bool: ...
+
+    async def expire(self, now: int) -> list[EndedSession]: ...
+
+    async def count_egress(self, key: RoomKey, kind: str) -> bool: ...
+
+    async def live_sessions(
+        self, project_id: str, after: tuple[int, str] | None = None, limit: int | None = None
+    ) -> list[LiveSession]:
+        """Live rooms, oldest session first; `after` is a (start_time, room_id)
+        place in that order to continue after."""
+        ...
+
+    async def live_session(self, key: RoomKey) -> LiveSession | None: ...
+
+    async def session_of(self, key: RoomKey) -> str | None: ...
+
+    async def peers(self, key: RoomKey) -> list[PeerPresence] | None: ...
+
+    async def live_session_ids(self) -> list[str]: ...
+
+
+class Store(Protocol):
+    """Durable state. The record_* / end_* / touch_* writes are queued when
+    called (not when awaited) and land in the order they were called."""
+
+    def close(self) -> None: ...
+
+    async def project_for_wallet(self, wallet_address: str, now: int) -> Project: ...
+
+    async def add_api_key(
+        self, project_id: str, key_id: str, name: str, key_hash: str, masked_key: str, now: int
+    ) -> ApiKeyRecord: ...
+
+    async def project_for_key_hash(self, key_hash: str) -> str | None: ...
+
+    async def create_room(self, project_id: str, metadata: dict[str, Any] | None, locked: bool, now: int) -> Room: ...
+
+    async def get_room(self, project_id: str, room_id: str) -> Room | None: ...
+
+    async def list_rooms(self, project_id: str, offset: int, limit: int) -> tuple[list[Room], int]: ...
+
+    async def set_room_metadata(self, project_id: str, room_id: str, metadata: dict[str, Any]) -> bool: ...
+
+    def record_join(
+        self,
+        project_id: str,
+        room_id: str,
+        session_id: str,
+        session_start: int | None,
+        peer_id: str,
+        role: str,
+        metadata: str,
+        now: int,
+    ) -> Awaitable[None]: ...
+
+    def record_exit(self, session_id: str, peer_id: str, now: int) -> Awaitable[None]: ...
+
+    def record_peer_metadata(self, session_id: str, peer_id: str, metadata: str) -> Awaitable[None]: ...
+
+    def end_sessions(self, ended: list[tuple[str, int]]) -> Awaitable[None]: ...
+
+    def touch_sessions(self, session_ids: list[str], now: int) -> Awaitable[None]: ...
+
+    async def close_interrupted_sessions(self) -> int: ...
+
+    async def list_sessions(
+        self, project_id: str, room_id: str, before: int | None, limit: int
+    ) -> tuple[list[SessionRecord], int | None]: ...
+
+    async def list_participants(self, project_id: str, session_id: str) -> list[Participant] | None: ...
+
+    async def metrics(self, project_id: str, now: int) -> Metrics: ...

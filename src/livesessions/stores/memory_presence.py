@@ -1,0 +1,230 @@
+"""Presence for a single node: who is in which room right now, in memory.
+
+Every method runs to completion without awaiting, so on one event loop each
+join or leave is atomic, and a GET that runs after it sees all of it.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from livesessions.domain.ids import new_session_id
+from livesessions.domain.live import (
+    REFUSED_FULL,
+    REFUSED_LOCKED,
+    Admission,
+    EndedSession,
+    JoinOutcome,
+    LeaveOutcome,
+    LiveSession,
+    PeerPresence,
+    RoomKey,
+)
+
+# A listed room's place in its project's list: oldest session first.
+# A room has one session at a time, so (start_time, room_id) is unique.
+_OrderKey = tuple[int, str]
+
+
+@dataclass(slots=True)
+class _Member:
+    peer: PeerPresence
+    connection_id: str
+
+
+@dataclass(slots=True)
+class _Room:
+    peers: dict[str, _Member] = field(default_factory=dict)
+    bots: dict[str, _Member] = field(default_factory=dict)
+    session_id: str | None = None
+    start_time: int = 0
+    # Time of the last non-bot leave while the session waits out its grace.
+    idle_since: int | None = None
+    # Locked for the rest of this session by an admin's token option.
+    session_locked: bool = False
+    recording_count: int = 0
+    livestream_count: int = 0
+
+    def order_key(self, room_id: str) -> _OrderKey:
+        return (self.start_time, room_id)
+
+
+class MemoryPresence:
+    def __init__(self, grace_period_ms: int) -> None:
+        self._grace_ms = grace_period_ms
+        self._rooms: dict[RoomKey, _Room] = {}
+        self._listed: dict[str, list[_OrderKey]] = {}
+        self._idle: set[RoomKey] = set()
+
+    # --- joins and leaves -------------------------------------------------
+
+    async def join(self, key: RoomKey, admission: Admission, now: int) -> JoinOutcome:
+        room = self._rooms.get(key)
+        if room is None:
+            room = self._rooms[key] = _Room()
+        outcome = JoinOutcome()
+        if self._grace_over(room, now):
+            outcome.ended = self._end_session(key, room)
+
+        peer_id = admission.peer.peer_id
+        members = room.bots if admission.is_bot else room.peers
+        previous = members.get(peer_id)
+        if previous is None and not admission.is_bot:
+            locked = admission.room_locked or room.session_locked
+            if locked and not admission.is_admin:
+                outcome.refused = REFUSED_LOCKED
+            elif admission.max_peers is not None and len(room.peers) >= admission.max_peers:
+                outcome.refused = REFUSED_FULL
+            if outcome.refused:
+                self._forget_if_unused(key, room)
+                return outcome
+
+        if previous is not None:
+            outcome.replaced_connection = previous.connection_id
+            # The peer never left: it keeps its place and its join time.
+            peer = PeerPresence(
+                peer_id=peer_id,
+                role=admission.peer.role,
+                metadata=admission.peer.metadata,
+                join_time=previous.peer.join_time,
+            )
+        else:
+            peer = admission.peer
+        members[peer_id] = _Member(peer, admission.connection_id)
+
+        if not admission.is_bot:
+            if room.session_id is None:
+                room.session_id = new_session_id()
+                room.start_time = now
+                room.recording_count = room.livestream_count = 0
+                room.session_locked = False
+                outcome.started_session = True
+            if room.idle_since is not None or outcome.started_session:
+                room.idle_since = None
+                self._idle.discard(key)
+                bisect.insort(self._listed.setdefault(key.project_id, []), room.order_key(key.room_id))
+            if admission.lock_room and admission.is_admin:
+                room.session_locked = True
+
+        outcome.session_id = room.session_id
+        outcome.start_time = room.start_time if room.session_id else None
+        outcome.peers = [m.peer for pid, m in room.peers.items() if pid != peer_id]
+        return outcome
+
+    async def leave(self, key: RoomKey, peer_id: str, connection_id: str, now: int) -> LeaveOutcome | None:
+        """Take the peer out, unless another connection has replaced this one."""
+        room = self._rooms.get(key)
+        if room is None:
+            return None
+        for members, was_bot in ((room.peers, False), (room.bots, True)):
+            member = members.get(peer_id)
+            if member is not None and member.connection_id == connection_id:
+                break
+        else:
+            return None
+        del members[peer_id]
+        emptied = not was_bot and not room.peers
+        if emptied and room.session_id is not None:
+            self._unlist(key, room)
+            room.idle_since = now
+            self._idle.add(key)
+        outcome = LeaveOutcome(session_id=room.session_id, was_bot=was_bot, room_emptied=emptied)
+        self._forget_if_unused(key, room)
+        return outcome
+
+    async def update_metadata(self, key: RoomKey, peer_id: str, connection_id: str, metadata: str) -> bool:
+        room = self._rooms.get(key)
+        member = room and (room.peers.get(peer_id) or room.bots.get(peer_id))
+        if not member or member.connection_id != connection_id:
+            return False
+        member.peer.metadata = metadata
+        return True
+
+    async def expire(self, now: int) -> list[EndedSession]:
+        """End every session whose grace period is over."""
+        ended = []
+        for key in list(self._idle):
+            room = self._rooms[key]
+            if self._grace_over(room, now):
+                ended.append(self._end_session(key, room))
+                self._forget_if_unused(key, room)
+        return ended
+
+    async def count_egress(self, key: RoomKey, kind: str) -> bool:
+        """Count a recording or livestream started in the room's live session."""
+        room = self._rooms.get(key)
+        if room is None or room.session_id is None or room.idle_since is not None:
+            return False
+        if kind == "livestream":
+            room.livestream_count += 1
+        else:
+            room.recording_count += 1
+        return True
+
+    # --- reads ------------------------------------------------------------
+
+    async def live_sessions(
+        self, project_id: str, after: tuple[int, str] | None = None, limit: int | None = None
+    ) -> list[LiveSession]:
+        order = self._listed.get(project_id)
+        if not order:
+            return []
+        start = 0 if after is None else bisect.bisect_right(order, after)
+        stop = len(order) if limit is None else start + limit
+        return [self._snapshot(project_id, room_id) for _, room_id in order[start:stop]]
+
+    async def live_session(self, key: RoomKey) -> LiveSession | None:
+        room = self._rooms.get(key)
+        if room is None or not room.peers:
+            return None
+        return self._snapshot(key.project_id, key.room_id)
+
+    async def session_of(self, key: RoomKey) -> str | None:
+        """The id of the room's live session, if it has peers right now."""
+        room = self._rooms.get(key)
+        return room.session_id if room is not None and room.peers else None
+
+    async def peers(self, key: RoomKey) -> list[PeerPresence] | None:
+        room = self._rooms.get(key)
+        if room is None or not room.peers:
+            return None
+        return [m.peer for m in room.peers.values()]
+
+    async def live_session_ids(self) -> list[str]:
+        """Sessions with peers in them now (not those waiting out their grace)."""
+        return [r.session_id for r in self._rooms.values() if r.session_id is not None and r.peers]
+
+    # --- internals --------------------------------------------------------
+
+    def _snapshot(self, project_id: str, room_id: str) -> LiveSession:
+        room = self._rooms[RoomKey(project_id, room_id)]
+        return LiveSession(
+            room_id=room_id,
+            start_time=room.start_time,
+            current_peer_count=len(room.peers),
+            livestream_count=room.livestream_count,
+            recording_count=room.recording_count,
+        )
+
+    def _grace_over(self, room: _Room, now: int) -> bool:
+        return room.idle_since is not None and now - room.idle_since >= self._grace_ms
+
+    def _end_session(self, key: RoomKey, room: _Room) -> EndedSession:
+        assert room.session_id is not None and room.idle_since is not None
+        ended = EndedSession(key=key, session_id=room.session_id, end_time=room.idle_since)
+        room.session_id = None
+        room.idle_since = None
+        room.session_locked = False
+        self._idle.discard(key)
+        return ended
+
+    def _unlist(self, key: RoomKey, room: _Room) -> None:
+        order = self._listed[key.project_id]
+        del order[bisect.bisect_left(order, room.order_key(key.room_id))]
+        if not order:
+            del self._listed[key.project_id]
+
+    def _forget_if_unused(self, key: RoomKey, room: _Room) -> None:
+        if not room.peers and not room.bots and room.session_id is None:
+            self._rooms.pop(key, None)

@@ -1,0 +1,321 @@
+"""The embedded durable store: projects, keys, rooms and session history in SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from collections.abc import Awaitable
+from typing import Any
+
+import orjson
+
+from livesessions.domain.ids import new_project_id, new_room_id
+from livesessions.domain.records import ApiKeyRecord, Metrics, Participant, Project, Room, SessionRecord
+
+_SCHEMA = [
+    # version 1
+    """
+    CREATE TABLE projects (
+        project_id TEXT PRIMARY KEY,
+        wallet_address TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL REFERENCES projects(project_id),
+        name TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        masked_key TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER,
+        revoked_at INTEGER
+    );
+    CREATE INDEX api_keys_by_project ON api_keys(project_id, created_at);
+    -- AUTOINCREMENT: a row number is never handed out twice, so pages and
+    -- cursors stay stable.
+    CREATE TABLE rooms (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        room_id TEXT NOT NULL UNIQUE,
+        project_id TEXT NOT NULL REFERENCES projects(project_id),
+        created_at INTEGER NOT NULL,
+        room_locked INTEGER NOT NULL,
+        metadata TEXT
+    );
+    CREATE INDEX rooms_by_project ON rooms(project_id, seq);
+    CREATE TABLE sessions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL UNIQUE,
+        project_id TEXT NOT NULL,
+        room_id TEXT NOT NULL,
+        start_time INTEGER NOT NULL,
+        end_time INTEGER,
+        -- the latest time the session was known to be live: where a session
+        -- left open by a crash is closed at the next start
+        last_seen INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_by_room ON sessions(project_id, room_id, seq);
+    CREATE INDEX sessions_open ON sessions(end_time) WHERE end_time IS NULL;
+    CREATE TABLE participants (
+        id INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions(session_id),
+        peer_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        join_time INTEGER NOT NULL,
+        exit_time INTEGER
+    );
+    CREATE INDEX participants_by_session ON participants(session_id, peer_id);
+    """,
+]
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    for number, script in enumerate(_SCHEMA[version:], start=version + 1):
+        for statement in script.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {number}")
+
+
+def _room(row: tuple[Any, ...]) -> Room:
+    room_id, created_at, locked, metadata = row
+    return Room(
+        room_id=room_id,
+        created_at=created_at,
+        room_locked=bool(locked),
+        metadata=orjson.loads(metadata) if metadata is not None else None,
+    )
+
+
+_ROOM_COLUMNS = "room_id, created_at, room_locked, metadata"
+
+
+class SQLiteStore:
+    def __init__(self, path: Path) -> None:
+        from livesessions.stores.sqlite_database import SQLiteDatabase
+
+        self.db = SQLiteDatabase(path, _migrate)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- projects and keys ------------------------------------------------
+
+    async def project_for_wallet(self, wallet_address: str, now: int) -> Project:
+        """The wallet's project, created on first use."""
+        address = wallet_address.lower()
+
+        def write(conn: sqlite3.Connection) -> Project:
+            row = conn.execute(
+                "SELECT project_id, wallet_address, created_at FROM projects WHERE wallet_address = ?",
+                (address,),
+            ).fetchone()
+            if row is not None:
+                return Project(*row)
+            project = Project(project_id=new_project_id(), wallet_address=address, created_at=now)
+            conn.execute(
+                "INSERT INTO projects (project_id, wallet_address, created_at) VALUES (?, ?, ?)",
+                (project.project_id, project.wallet_address, project.created_at),
+            )
+            return project
+
+        return await self.db.write(write)
+
+    async def add_api_key(
+        self, project_id: str, key_id: str, name: str, key_hash: str, masked_key: str, now: int
+    ) -> ApiKeyRecord:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO api_keys (id, project_id, name, key_hash, masked_key, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (key_id, project_id, name, key_hash, masked_key, now),
+            )
+
+        await self.db.write(write)
+        return ApiKeyRecord(id=key_id, name=name, masked_key=masked_key, created_at=now, last_used_at=None)
+
+    async def project_for_key_hash(self, key_hash: str) -> str | None:
+        row = self.db.read_one(
+            "SELECT project_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,)
+        )
+        return row[0] if row else None
+
+    # --- rooms ------------------------------------------------------------
+
+    async def create_room(
+        self, project_id: str, metadata: dict[str, Any] | None, locked: bool, now: int
+    ) -> Room:
+        encoded = orjson.dumps(metadata).decode() if metadata is not None else None
+
+        def write(conn: sqlite3.Connection) -> str:
+            while True:
+                room_id = new_room_id()
+                try:
+                    conn.execute(
+                        "INSERT INTO rooms (room_id, project_id, created_at, room_locked, metadata)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (room_id, project_id, now, int(locked), encoded),
+                    )
+                except sqlite3.IntegrityError:
+                    continue  # that id was taken once: ids are never reused
+                return room_id
+
+        room_id = await self.db.write(write)
+        return Room(room_id=room_id, created_at=now, room_locked=locked, metadata=metadata)
+
+    async def get_room(self, project_id: str, room_id: str) -> Room | None:
+        row = self.db.read_one(
+            f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE room_id = ? AND project_id = ?", (room_id, project_id)
+        )
+        return _room(row) if row else None
+
+    async def list_rooms(self, project_id: str, offset: int, limit: int) -> tuple[list[Room], int]:
+        """A page of the project's rooms, newest first, and how many there are."""
+        rows = self.db.read(
+            f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE project_id = ? ORDER BY seq DESC LIMIT ? OFFSET ?",
+            (project_id, limit, offset),
+        )
+        (total,) = self.db.read_one("SELECT count(*) FROM rooms WHERE project_id = ?", (project_id,)) or (0,)
+        return [_room(row) for row in rows], total
+
+    async def set_room_metadata(self, project_id: str, room_id: str, metadata: dict[str, Any]) -> bool:
+        encoded = orjson.dumps(metadata).decode()
+
+        def write(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE rooms SET metadata = ? WHERE room_id = ? AND project_id = ?",
+                (encoded, room_id, project_id),
+            )
+            return cursor.rowcount == 1
+
+        return await self.db.write(write)
+
+    # --- session history --------------------------------------------------
+    # These writes queue when called, not when awaited: callers call them
+    # right after the presence change they record, so disk order is event order.
+
+    def record_join(
+        self,
+        project_id: str,
+        room_id: str,
+        session_id: str,
+        session_start: int | None,
+        peer_id: str,
+        role: str,
+        metadata: str,
+        now: int,
+    ) -> Awaitable[None]:
+        """A peer's stint begins; with `session_start`, so does the session."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            if session_start is not None:
+                conn.execute(
+                    "INSERT INTO sessions (session_id, project_id, room_id, start_time, last_seen)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (session_id, project_id, room_id, session_start, now),
+                )
+            else:
+                conn.execute(
+                    "UPDATE sessions SET last_seen = max(last_seen, ?) WHERE session_id = ?", (now, session_id)
+                )
+            conn.execute(
+                "INSERT INTO participants (session_id, peer_id, role, metadata, join_time) VALUES (?, ?, ?, ?, ?)",
+                (session_id, peer_id, role, metadata, now),
+            )
+
+        return self.db.write(write)
+
+    def record_exit(self, session_id: str, peer_id: str, now: int) -> Awaitable[None]:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE participants SET exit_time = ? WHERE session_id = ? AND peer_id = ? AND exit_time IS NULL",
+                (now, session_id, peer_id),
+            )
+            conn.execute("UPDATE sessions SET last_seen = max(last_seen, ?) WHERE session_id = ?", (now, session_id))
+
+        return self.db.write(write)
+
+    def record_peer_metadata(self, session_id: str, peer_id: str, metadata: str) -> Awaitable[None]:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE participants SET metadata = ? WHERE session_id = ? AND peer_id = ? AND exit_time IS NULL",
+                (metadata, session_id, peer_id),
+            )
+
+        return self.db.write(write)
+
+    def end_sessions(self, ended: list[tuple[str, int]]) -> Awaitable[None]:
+        """Close sessions: (session_id, end_time) pairs."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE sessions SET end_time = ?, last_seen = ? WHERE session_id = ? AND end_time IS NULL",
+                [(end, end, session_id) for session_id, end in ended],
+            )
+
+        return self.db.write(write)
+
+    def touch_sessions(self, session_ids: list[str], now: int) -> Awaitable[None]:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE sessions SET last_seen = max(last_seen, ?) WHERE session_id = ? AND end_time IS NULL",
+                [(now, session_id) for session_id in session_ids],
+            )
+
+        return self.db.write(write)
+
+    async def close_interrupted_sessions(self) -> int:
+        """Close what a stopped or crashed process left open, at its last known time."""
+
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                "UPDATE participants SET exit_time = (SELECT max(s.last_seen, participants.join_time)"
+                " FROM sessions s WHERE s.session_id = participants.session_id) WHERE exit_time IS NULL"
+            )
+            return conn.execute("UPDATE sessions SET end_time = last_seen WHERE end_time IS NULL").rowcount
+
+        return await self.db.write(write)
+
+    async def list_sessions(
+        self, project_id: str, room_id: str, before: int | None, limit: int
+    ) -> tuple[list[SessionRecord], int | None]:
+        """A page of the room's sessions, newest first, and the cursor of the next."""
+        rows = self.db.read(
+            "SELECT seq, session_id, start_time, end_time FROM sessions"
+            " WHERE project_id = ? AND room_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+            (project_id, room_id, before if before is not None else 2**62, limit + 1),
+        )
+        page = rows[:limit]
+        next_cursor = page[-1][0] if len(rows) > limit else None
+        return [SessionRecord(session_id=s, start_time=st, end_time=e) for _, s, st, e in page], next_cursor
+
+    async def list_participants(self, project_id: str, session_id: str) -> list[Participant] | None:
+        if self.db.read_one(
+            "SELECT 1 FROM sessions WHERE session_id = ? AND project_id = ?", (session_id, project_id)
+        ) is None:
+            return None
+        rows = self.db.read(
+            "SELECT peer_id, join_time, metadata, exit_time FROM participants WHERE session_id = ? ORDER BY id",
+            (session_id,),
+        )
+        return [Participant(peer_id=p, join_time=j, metadata=m, exit_time=e) for p, j, m, e in rows]
+
+    async def metrics(self, project_id: str, now: int) -> Metrics:
+        sessions, duration = self.db.read_one(
+            "SELECT count(*), coalesce(sum(coalesce(end_time, ?) - start_time), 0)"
+            " FROM sessions WHERE project_id = ?",
+            (now, project_id),
+        ) or (0, 0)
+        (users,) = self.db.read_one(
+            "SELECT count(DISTINCT p.peer_id) FROM participants p"
+            " JOIN sessions s ON s.session_id = p.session_id WHERE s.project_id = ?",
+            (project_id,),
+        ) or (0,)
+        return Metrics(
+            total_sessions=sessions,
+            total_duration=duration,
+            total_users=users,
+            recording_count=0,
+            livestream_count=0,
+        )
