@@ -1,0 +1,95 @@
+"""Bad input across the HTTP API: always a clear 4xx, never a 500 or a hang,
+and nothing half-written."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+
+from conftest import Project, Server
+
+BODY_ROUTES = [
+    "/api/v2/sdk/rooms/create-room",
+    "/api/v2/sdk/create-peer-token",
+]
+
+
+@pytest.mark.parametrize("path", BODY_ROUTES)
+def test_malformed_json_is_400(project: Project, path: str) -> None:
+    response = project.post(path, content=b'{"roomId": ', headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["ok"] is False
+    assert "Malformed JSON" in response.json()["message"]
+
+
+@pytest.mark.parametrize("path", BODY_ROUTES)
+def test_wrong_content_type_is_415(project: Project, path: str) -> None:
+    response = project.post(path, content=b"roomId=abc", headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 415
+    assert "application/json" in response.json()["message"]
+
+
+@pytest.mark.parametrize("path", BODY_ROUTES)
+def test_body_over_64_kib_is_413(project: Project, path: str) -> None:
+    response = project.post(path, json={"metadata": "x" * (65 * 1024)})
+    assert response.status_code == 413
+    assert "larger than 65536 bytes" in response.json()["message"]
+
+
+def test_oversize_body_without_length_is_413(server: Server, project: Project) -> None:
+    def chunks():
+        for _ in range(70):
+            yield b"x" * 1024
+
+    response = project.post("/api/v2/sdk/rooms/create-room", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_wrong_types_are_400_with_zod_issues(project: Project) -> None:
+    response = project.post("/api/v2/sdk/rooms/create-room", json={"roomLocked": "yes"})
+    assert response.status_code == 400
+    assert response.json() == {
+        "success": False,
+        "error": {"issues": [{"code": "invalid_type", "expected": "boolean", "received": "string",
+                              "path": ["roomLocked"], "message": "Expected boolean, received string"}]},
+    }
+    for body in ([], "x", 5, {"metadata": 5}, {"metadata": "not json"}, {"metadata": "[1, 2]"}):
+        response = project.post("/api/v2/sdk/rooms/create-room", json=body)
+        assert response.status_code == 400, body
+        assert response.json()["success"] is False
+
+
+def test_oversize_metadata_is_rejected_and_nothing_is_created(project: Project) -> None:
+    big = {"blob": "x" * (10 * 1024)}
+    response = project.post("/api/v2/sdk/rooms/create-room", json={"metadata": big})
+    assert response.status_code == 400
+    assert response.json()["error"]["issues"][0]["path"] == ["metadata"]
+    assert project.get("/api/v2/sdk/rooms/get-rooms").json()["count"] == 0
+    room = project.create_room(metadata={"small": 1})
+    response = project.post(f"/api/v2/sdk/rooms/metadata/{room}", json={"metadata": big})
+    assert response.status_code == 400
+    assert project.get(f"/api/v2/sdk/rooms/metadata/{room}").json() == {"metadata": {"small": 1}}
+    response = project.post(f"/api/v2/sdk/rooms/metadata/{room}", json={})
+    assert response.status_code == 400
+    assert response.json()["error"]["issues"][0]["path"] == ["metadata"]
+
+
+def test_unknown_routes_and_methods(project: Project) -> None:
+    assert project.get("/api/v2/sdk/nothing-here").status_code == 404
+    response = project.http.delete("/api/v2/sdk/live-sessions")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET"
+    assert project.post("/api/v2/sdk/rooms/room-details/abc-defg-hij").status_code == 405
+
+
+def test_half_sent_body_does_not_hang_the_server(server: Server, project: Project) -> None:
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(
+        b"POST /api/v2/sdk/rooms/create-room HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"x-api-key: " + project.key.encode() + b"\r\nContent-Length: 100\r\n\r\n{\"roomLocked\""
+    )
+    sock.close()  # the client goes away mid-body
+    assert httpx.get(server.base + "/api/v2/sdk", timeout=5).status_code == 200
+    assert project.get("/api/v2/sdk/rooms/get-rooms").json()["count"] == 0

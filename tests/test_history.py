@@ -1,0 +1,128 @@
+"""Session history and metrics, and what survives a restart or a crash."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import Project, Server
+
+
+def _sessions(project: Project, room: str, **params: object) -> dict:
+    response = project.get("/api/v2/sdk/rooms/session-details", params={"roomId": room, **params})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_participant_list_records_joins_exits_and_metadata(project: Project) -> None:
+    room = project.create_room()
+    a = project.join(room, metadata="a0")
+    b = project.join(room, metadata="b0")
+    a.send({"type": "update-metadata", "metadata": "a1"})
+    a.recv_type("metadata-updated")
+    b.leave()
+    session = _sessions(project, room)["sessions"][0]
+    assert session["endTime"] is None
+    participants = project.get("/api/v2/sdk/rooms/participant-list", params={"sessionId": session["sessionId"]}).json()
+    rows = {p["peerId"]: p for p in participants["participants"]}
+    assert rows[a.peer_id]["metadata"] == "a1" and "exitTime" not in rows[a.peer_id]
+    assert rows[b.peer_id]["metadata"] == "b0" and rows[b.peer_id]["exitTime"] >= rows[b.peer_id]["joinTime"]
+    alias = project.get("/api/v2/sdk/rooms/participant-lists", params={"sessionId": session["sessionId"]}).json()
+    assert alias == participants
+    a.leave()
+
+
+def test_unknown_and_foreign_sessions_are_404(project: Project, other_project: Project) -> None:
+    theirs = other_project.create_room()
+    peer = other_project.join(theirs)
+    for session_id in (peer.session_id, "ses_nothing"):
+        response = project.get("/api/v2/sdk/rooms/participant-list", params={"sessionId": session_id})
+        assert (response.status_code, response.json()) == (404, {"message": "Session Not Found"})
+    assert project.get("/api/v2/sdk/rooms/participant-list").status_code == 400
+    peer.close()
+
+
+def test_session_details_pages_newest_first(project: Project) -> None:
+    room = project.create_room()
+    ids = []
+    for _ in range(3):
+        peer = project.join(room)
+        ids.append(peer.session_id)
+        peer.leave()
+        time.sleep(1.15)  # past the 1 s grace: the next join is a new session
+    first = _sessions(project, room, limit=2)
+    assert [s["sessionId"] for s in first["sessions"]] == ids[::-1][:2]
+    rest = _sessions(project, room, limit=2, cursor=first["nextCursor"])
+    assert [s["sessionId"] for s in rest["sessions"]] == ids[:1]
+    assert rest["nextCursor"] is None
+    for s in first["sessions"] + rest["sessions"]:
+        assert s["endTime"] >= s["startTime"]
+    assert project.get("/api/v2/sdk/rooms/session-details", params={"roomId": room, "limit": "0"}).status_code == 400
+    assert project.get("/api/v2/sdk/rooms/session-details").status_code == 400
+
+
+def test_metrics_totals_for_the_project_only(project: Project, other_project: Project) -> None:
+    empty = project.get("/api/v2/sdk/metrics").json()
+    assert empty == {"totalSessions": 0, "totalDuration": 0, "totalUsers": 0, "recordingCount": 0, "livestreamCount": 0}
+    room = project.create_room()
+    a = project.join(room)
+    b = project.join(room)
+    time.sleep(0.05)
+    b.leave()
+    a.leave()
+    other_room = other_project.create_room()
+    other_project.join(other_room).leave()
+    metrics = project.get("/api/v2/sdk/metrics").json()
+    assert metrics["totalSessions"] == 1
+    assert metrics["totalUsers"] == 2
+    assert metrics["totalDuration"] >= 50
+
+
+def test_restart_keeps_rooms_keys_and_finished_sessions(fresh_server: Server) -> None:
+    fresh_server.start()
+    project = fresh_server.project()
+    room = project.create_room(metadata={"keep": "me"})
+    peer = project.join(room)
+    peer.leave()
+    time.sleep(1.2)
+    finished = _sessions(project, room)["sessions"]
+    assert finished[0]["endTime"] is not None
+    fresh_server.stop()
+    fresh_server.start()
+    assert project.get(f"/api/v2/sdk/rooms/room-details/{room}").json()["metadata"] == {"keep": "me"}
+    assert _sessions(project, room)["sessions"] == finished
+
+
+def test_sessions_live_at_a_crash_are_closed_at_their_last_known_time(fresh_server: Server) -> None:
+    fresh_server.start()
+    project = fresh_server.project()
+    room = project.create_room()
+    peer = project.join(room)
+    time.sleep(0.1)
+    joined_at = project.live()[0]["startTime"]
+    fresh_server.stop(kill=True)  # SIGKILL: no chance to tidy up
+    peer.close()
+    fresh_server.start()
+    assert project.live() == []
+    (session,) = _sessions(project, room)["sessions"]
+    assert session["sessionId"] == peer.session_id
+    # The last thing known before the crash was the join (heartbeats are 15 s apart).
+    assert session["endTime"] == joined_at
+    participants = project.get("/api/v2/sdk/rooms/participant-list", params={"sessionId": session["sessionId"]}).json()
+    assert participants["participants"][0]["exitTime"] == joined_at
+    # A rejoin starts a new session rather than reviving the closed one.
+    again = project.join(room)
+    assert again.session_id != peer.session_id
+    again.close()
+
+
+def test_graceful_stop_closes_live_sessions_at_shutdown(fresh_server: Server) -> None:
+    fresh_server.start()
+    project = fresh_server.project()
+    room = project.create_room()
+    peer = project.join(room)
+    before_stop = int(time.time() * 1000)
+    fresh_server.stop()
+    peer.close()
+    fresh_server.start()
+    (session,) = _sessions(project, room)["sessions"]
+    assert session["endTime"] is not None and session["endTime"] >= before_stop - 50
