@@ -109,6 +109,13 @@ class PresenceMachine(RuleBasedStateMachine):
     def time_passes(self, ms: int) -> None:
         self.now += ms
 
+    @precondition(lambda self: any(r.idle_since is not None for r in self.rooms.values()))
+    @rule(data=st.data(), offset=st.sampled_from([-1, 0]))
+    def time_reaches_a_grace_boundary(self, data: st.DataObject, offset: int) -> None:
+        idle = sorted(r.idle_since for r in self.rooms.values() if r.idle_since is not None)
+        boundary = data.draw(st.sampled_from(idle)) + GRACE_MS + offset
+        self.now = max(self.now, boundary)
+
     @rule()
     def expire(self) -> None:
         ended = run(self.presence.expire(self.now))
