@@ -46,6 +46,7 @@ class SQLiteDatabase:
         self.reader = connect(path)
         self._queue: queue.SimpleQueue[tuple[Write[Any], asyncio.Future[Any]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run_writer, name="sqlite-writer", daemon=True)
+        self._closed = False
         self._thread.start()
 
     def write(self, fn: Write[T]) -> asyncio.Future[T]:
@@ -56,7 +57,10 @@ class SQLiteDatabase:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((fn, future))
+        if self._closed:
+            future.set_exception(RuntimeError("the database is closed"))
+        else:
+            self._queue.put((fn, future))
         return future
 
     def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -69,6 +73,9 @@ class SQLiteDatabase:
         return rows[0] if rows else None
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self._queue.put(None)
         self._thread.join(timeout=10)
         self.reader.close()
