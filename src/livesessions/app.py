@@ -35,7 +35,9 @@ class LiveSessionsApp:
         self.router = Router()
         for area in (meta, live_sessions, rooms, history, peer_tokens):
             area.register(self.router, services)
-        self.peer_socket = PeerSocket(services.signer, services.store, services.keeper, services.hub, services.clock)
+        self.peer_socket = PeerSocket(
+            services.signer, services.store, services.keeper, services.membership, services.clock
+        )
         self._maintenance: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -10,6 +10,7 @@ from livesessions.clock import Clock, now_ms
 from livesessions.config import Settings
 from livesessions.domain.sessions import SessionKeeper
 from livesessions.realtime.hub import Hub
+from livesessions.realtime.membership import Membership
 from livesessions.stores.base import Presence, Store
 from livesessions.stores.memory_presence import MemoryPresence
 from livesessions.stores.sqlite import SQLiteStore
@@ -24,6 +25,7 @@ class Services:
     api_keys: ApiKeys
     signer: PeerTokenSigner
     hub: Hub
+    membership: Membership
     clock: Clock
 
     def close(self) -> None:
@@ -38,13 +40,16 @@ def open_store(settings: Settings) -> SQLiteStore:
 def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
     store = open_store(settings)
     presence = MemoryPresence(grace_period_ms=int(settings.grace_period * 1000))
+    keeper = SessionKeeper(presence, store, clock)
+    hub = Hub()
     return Services(
         settings=settings,
         store=store,
         presence=presence,
-        keeper=SessionKeeper(presence, store, clock),
+        keeper=keeper,
         api_keys=ApiKeys(store),
         signer=PeerTokenSigner(load_or_create_key(settings.signing_key_path)),
-        hub=Hub(),
+        hub=hub,
+        membership=Membership(keeper, hub),
         clock=clock,
     )

@@ -1,14 +1,15 @@
 """The peer WebSocket at /ws?token=…: joining a room, messaging, leaving.
 
-Order of events for a join: the token is checked, presence admits the peer,
-the connection is registered and `joined` queued, the others are told, and
-only once the join is committed to history does the peer's outbox start
-flowing. So a peer that has seen `joined` is counted by every later GET.
+A join: the token is checked, the peer enters the room (see membership), and
+only once the join is committed to history does its outbox start flowing. So
+a peer that has seen `joined` is counted by every later GET, and found in
+history too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,7 +22,8 @@ from livesessions.clock import Clock
 from livesessions.domain.live import Admission, PeerPresence, RoomKey
 from livesessions.domain.sessions import SessionKeeper
 from livesessions.domain.metadata import MetadataError, peer_metadata_text
-from livesessions.realtime.hub import Close, Connection, Hub
+from livesessions.realtime.hub import Close, Connection
+from livesessions.realtime.membership import Membership
 from livesessions.stores.base import Store
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,6 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 CLOSE_BAD_TOKEN = 4001
 CLOSE_ROOM_NOT_FOUND = 4004
-CLOSE_REPLACED = 4009
 CLOSE_INTERNAL = 1011
 
 MAX_RECIPIENTS = 1024
@@ -43,11 +44,14 @@ def _error(message: str) -> dict[str, Any]:
 
 
 class PeerSocket:
-    def __init__(self, signer: PeerTokenSigner, store: Store, keeper: SessionKeeper, hub: Hub, clock: Clock):
+    def __init__(
+        self, signer: PeerTokenSigner, store: Store, keeper: SessionKeeper, membership: Membership, clock: Clock
+    ):
         self.signer = signer
         self.store = store
         self.keeper = keeper
-        self.hub = hub
+        self.membership = membership
+        self.hub = membership.hub
         self.clock = clock
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -74,27 +78,10 @@ class PeerSocket:
             max_peers=claims.max_peers,
             lock_room=claims.lock_room,
         )
-        outcome, persisted = await self.keeper.join(key, admission)
+        outcome, persisted = await self.membership.enter(connection, admission)
         if outcome.refused is not None:
             await persisted
             return await _close(send, *outcome.refused)
-
-        # From here to the first await nothing else runs: registration, the
-        # `joined` message and the others' `peer-joined` happen as one step.
-        replaced = self.hub.add(connection)
-        if replaced is not None:
-            replaced.close(CLOSE_REPLACED, "replaced by a newer connection of the same peer")
-        connection.push(
-            {
-                "type": "joined",
-                "roomId": key.room_id,
-                "sessionId": outcome.session_id,
-                "peerId": claims.peer_id,
-                "peers": outcome.peers,
-            }
-        )
-        if not connection.is_bot and outcome.replaced_connection is None:
-            self.hub.broadcast(key, {"type": "peer-joined", "peer": admission.peer}, exclude=claims.peer_id)
 
         writer: asyncio.Task[None] | None = None
         try:
@@ -105,7 +92,7 @@ class PeerSocket:
             log.exception("peer connection failed")
             connection.close(CLOSE_INTERNAL, "internal error")
         finally:
-            await self._depart(connection)
+            await self.membership.depart(connection)
             if writer is not None:
                 connection.close(1000, "")
                 try:
@@ -113,7 +100,8 @@ class PeerSocket:
                 except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - the socket is gone
                     writer.cancel()
             else:
-                await _close(send, CLOSE_INTERNAL, "could not record the join")
+                with contextlib.suppress(Exception):  # the client may be gone already
+                    await _close(send, CLOSE_INTERNAL, "could not record the join")
 
     async def _receive_loop(self, connection: Connection, receive: Receive) -> None:
         while not connection.closing:
@@ -137,7 +125,7 @@ class PeerSocket:
         if kind == "update-metadata":
             return await self._on_update_metadata(connection, message)
         if kind == "leave":
-            await self._depart(connection)
+            await self.membership.depart(connection)
             return connection.close(1000, "left")
         if kind == "ping":
             return connection.push({"type": "pong"})
@@ -180,14 +168,6 @@ class PeerSocket:
             connection.push(update)
         else:
             self.hub.broadcast(connection.key, update)
-        await persisted
-
-    async def _depart(self, connection: Connection) -> None:
-        """Take the peer out of the room (once) and tell the others."""
-        outcome, persisted = await self.keeper.leave(connection.key, connection.peer_id, connection.id)
-        removed = self.hub.remove(connection)
-        if removed and outcome is not None and not outcome.was_bot:
-            self.hub.broadcast(connection.key, {"type": "peer-left", "peerId": connection.peer_id})
         await persisted
 
 
