@@ -16,7 +16,7 @@ from livesessions.http.core import (
     Response,
     Router,
 )
-from livesessions.http.routes import history, live_sessions, meta, peer_tokens, rooms
+from livesessions.http.routes import egress, history, live_sessions, meta, peer_tokens, rooms, workers
 from livesessions.http.validation import ValidationFailed
 from livesessions.realtime.peer_socket import PeerSocket
 from livesessions.services import Services
@@ -33,7 +33,7 @@ class LiveSessionsApp:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.router = Router()
-        for area in (meta, live_sessions, rooms, history, peer_tokens):
+        for area in (meta, live_sessions, rooms, history, peer_tokens, egress, workers):
             area.register(self.router, services)
         self.peer_socket = PeerSocket(
             services.signer, services.store, services.keeper, services.membership, services.clock
@@ -95,6 +95,9 @@ class LiveSessionsApp:
         closed = await self.services.store.close_interrupted_sessions()
         if closed:
             log.info("closed %d session(s) left open by the previous run", closed)
+        finalized = await self.services.egress.recover()
+        if finalized:
+            log.info("finalized %d recording/livestream job(s) left active by the previous run", finalized)
         self._maintenance = asyncio.create_task(self._maintain())
 
     async def shutdown(self) -> None:
@@ -102,15 +105,18 @@ class LiveSessionsApp:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
+        await self.services.egress.stop_all()
         self.services.hub.close_all(1001, "server shutting down")
         await self.services.keeper.heartbeat()
         self.services.close()
 
     async def _maintain(self) -> None:
-        """End sessions whose grace ran out; record that live ones still are."""
+        """End sessions whose grace ran out, record that live ones still are,
+        and take jobs back from media workers that went silent."""
         settings = self.services.settings
         tick = min(1.0, max(settings.grace_period / 4, 0.05))
         beats_per_heartbeat = max(1, round(settings.heartbeat_interval / tick))
+        beats_per_lease_check = max(1, round(min(settings.worker_lease / 4, 1.0) / tick))
         tick_count = 0
         while True:
             await asyncio.sleep(tick)
@@ -119,6 +125,8 @@ class LiveSessionsApp:
                 await self.services.keeper.expire()
                 if tick_count % beats_per_heartbeat == 0:
                     await self.services.keeper.heartbeat()
+                if tick_count % beats_per_lease_check == 0:
+                    await self.services.egress.release_silent_workers()
             except Exception:  # noqa: BLE001 - keep maintaining; the next tick retries
                 log.exception("session maintenance failed")
 

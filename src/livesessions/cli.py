@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -67,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--ping-timeout", type=_positive, default=10.0, metavar="SECONDS",
         help="a peer that does not answer a ping within this time is removed (default: 10)",
     )
+    serve.add_argument(
+        "--worker-lease", type=_positive, default=30.0, metavar="SECONDS",
+        help="a media worker silent for this long loses its claimed job to the queue (default: 30)",
+    )
+    serve.add_argument(
+        "--public-url", default=None, metavar="URL",
+        help="the address clients reach the service at, for the links it hands out "
+        "(default: taken from each request's Host header)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs throughput)")
 
@@ -85,6 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class RedactTokens(logging.Filter):
+    """Keep bearer secrets (peer tokens in /ws?token=…) out of the logs."""
+
+    _TOKEN = re.compile(r"token=[^&\s\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._TOKEN.sub("token=…", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -98,6 +119,8 @@ def serve(args: argparse.Namespace) -> int:
         grace_period=args.grace_period,
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
+        worker_lease=args.worker_lease,
+        public_url=args.public_url,
     )
     services = build_services(settings)
     config = uvicorn.Config(
@@ -113,6 +136,8 @@ def serve(args: argparse.Namespace) -> int:
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
+    # uvicorn logs each WebSocket's path; ours carries the peer's token.
+    logging.getLogger("uvicorn.error").addFilter(RedactTokens())
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1

@@ -21,6 +21,14 @@ class Settings:
     # How often live sessions record "still alive" so that a crash can be
     # closed at a time no older than this.
     heartbeat_interval: float = 15.0
+    # A media worker that claimed a job and then says nothing for this long
+    # loses the claim; the job goes back to the queue.
+    worker_lease: float = 30.0
+    # How long a recording's download link works.
+    download_link_ttl: float = 3600.0
+    # The address clients reach this service at, for links it hands out
+    # (playback and download URLs). Unset: taken from each request's Host.
+    public_url: str | None = None
     max_body_bytes: int = 64 * 1024
     max_ws_frame_bytes: int = 64 * 1024
 
@@ -31,3 +39,11 @@ class Settings:
     @property
     def signing_key_path(self) -> Path:
         return self.data_dir / "peer-token-key.pem"
+
+    @property
+    def link_secret_path(self) -> Path:
+        return self.data_dir / "link-signing.key"
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.data_dir / "recordings"

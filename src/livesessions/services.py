@@ -9,6 +9,8 @@ from livesessions.auth.peer_tokens import PeerTokenSigner, load_or_create_key
 from livesessions.clock import Clock, now_ms
 from livesessions.config import Settings
 from livesessions.domain.sessions import SessionKeeper
+from livesessions.egress.links import LinkSigner, load_or_create_secret
+from livesessions.egress.service import EgressService
 from livesessions.realtime.hub import Hub
 from livesessions.realtime.membership import Membership
 from livesessions.stores.base import Presence, Store
@@ -26,6 +28,8 @@ class Services:
     signer: PeerTokenSigner
     hub: Hub
     membership: Membership
+    egress: EgressService
+    links: LinkSigner
     clock: Clock
 
     def close(self) -> None:
@@ -42,14 +46,22 @@ def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
     presence = MemoryPresence(grace_period_ms=int(settings.grace_period * 1000))
     keeper = SessionKeeper(presence, store, clock)
     hub = Hub()
+    membership = Membership(keeper, hub)
+    signer = PeerTokenSigner(load_or_create_key(settings.signing_key_path))
+    egress = EgressService(
+        store, presence, membership, signer, settings.recordings_dir, clock, int(settings.worker_lease * 1000)
+    )
+    keeper.session_end_listeners.append(egress.session_ended)
     return Services(
         settings=settings,
         store=store,
         presence=presence,
         keeper=keeper,
         api_keys=ApiKeys(store),
-        signer=PeerTokenSigner(load_or_create_key(settings.signing_key_path)),
+        signer=signer,
         hub=hub,
-        membership=Membership(keeper, hub),
+        membership=membership,
+        egress=egress,
+        links=LinkSigner(load_or_create_secret(settings.link_secret_path)),
         clock=clock,
     )

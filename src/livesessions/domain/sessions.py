@@ -8,10 +8,12 @@ returned awaitable resolves once that write is committed.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 
 from livesessions.clock import Clock
-from livesessions.domain.live import Admission, JoinOutcome, LeaveOutcome, RoomKey
+from livesessions.domain.live import Admission, EndedSession, JoinOutcome, LeaveOutcome, RoomKey
 from livesessions.stores.base import Presence, Store
 
 
@@ -21,11 +23,18 @@ async def _all(writes: list[Awaitable[None]]) -> None:
         await write
 
 
+log = logging.getLogger(__name__)
+
+SessionEndListener = Callable[[EndedSession], Awaitable[None]]
+
+
 class SessionKeeper:
     def __init__(self, presence: Presence, store: Store, clock: Clock) -> None:
         self.presence = presence
         self.store = store
         self.clock = clock
+        # Told of every session that ends, after history has recorded it.
+        self.session_end_listeners: list[SessionEndListener] = []
 
     async def join(self, key: RoomKey, admission: Admission) -> tuple[JoinOutcome, Awaitable[None]]:
         now = self.clock()
@@ -33,6 +42,8 @@ class SessionKeeper:
         writes: list[Awaitable[None]] = []
         if outcome.ended is not None:
             writes.append(self.store.end_sessions([(outcome.ended.session_id, outcome.ended.end_time)]))
+            # Not awaited here: the joiner should not wait on the old session's tidying.
+            asyncio.get_running_loop().create_task(self._announce([outcome.ended]))
         if outcome.refused is None and not admission.is_bot and outcome.replaced_connection is None:
             assert outcome.session_id is not None
             peer = admission.peer
@@ -69,7 +80,16 @@ class SessionKeeper:
         ended = await self.presence.expire(self.clock())
         if ended:
             await self.store.end_sessions([(e.session_id, e.end_time) for e in ended])
+            await self._announce(ended)
         return len(ended)
+
+    async def _announce(self, ended: list[EndedSession]) -> None:
+        for session in ended:
+            for listener in self.session_end_listeners:
+                try:
+                    await listener(session)
+                except Exception:  # noqa: BLE001 - one listener must not stop the others
+                    log.exception("session end listener failed for %s", session.session_id)
 
     async def heartbeat(self) -> None:
         """Record that live sessions are still live, for crash recovery."""

@@ -7,7 +7,9 @@ paths with parameters, and pre-encoded bytes out.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl
@@ -57,6 +59,52 @@ class Response:
         await send({"type": "http.response.body", "body": self.body})
 
 
+class StreamingResponse(Response):
+    """A body sent as it is produced; stops producing when the client goes away."""
+
+    __slots__ = ("_chunks", "_receive")
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        receive: Callable[[], Awaitable[dict[str, Any]]],
+        content_type: bytes,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        status: int = 200,
+    ) -> None:
+        super().__init__(status, b"", headers, content_type)
+        self._chunks = chunks
+        self._receive = receive
+
+    async def send(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        headers = [(b"content-type", self.content_type), *(self.headers or [])]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        gone = asyncio.ensure_future(self._until_disconnect())
+        try:
+            while True:
+                step = asyncio.ensure_future(anext(self._chunks))
+                await asyncio.wait({step, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    step.cancel()
+                    return
+                try:
+                    chunk = step.result()
+                except StopAsyncIteration:
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            gone.cancel()
+            aclose = getattr(self._chunks, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    async def _until_disconnect(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+
+
 class JSONResponse(Response):
     __slots__ = ()
 
@@ -81,6 +129,10 @@ class Request:
         self.max_body = max_body
 
     @property
+    def receive(self) -> Callable[[], Awaitable[dict[str, Any]]]:
+        return self._receive
+
+    @property
     def method(self) -> str:
         return self.scope["method"]
 
@@ -90,6 +142,16 @@ class Request:
             if key == name:
                 return value.decode("latin-1")
         return None
+
+    def base_url(self, configured: str | None) -> str:
+        """Where clients reach this service: as configured, else as this request did."""
+        if configured:
+            return configured.rstrip("/")
+        host = self.header(b"host")
+        if not host:
+            server = self.scope.get("server") or ("127.0.0.1", 80)
+            host = f"{server[0]}:{server[1]}"
+        return f"{self.scope.get('scheme', 'http')}://{host}"
 
     @property
     def query(self) -> dict[str, str]:

@@ -7,8 +7,10 @@ from pathlib import Path
 from collections.abc import Awaitable
 from typing import Any
 
+import msgspec
 import orjson
 
+from livesessions.domain.egress import EgressJob
 from livesessions.domain.ids import new_project_id, new_room_id
 from livesessions.domain.records import ApiKeyRecord, Metrics, Participant, Project, Room, SessionRecord
 
@@ -66,6 +68,34 @@ _SCHEMA = [
     );
     CREATE INDEX participants_by_session ON participants(session_id, peer_id);
     """,
+    # version 2: recordings and livestreams
+    """
+    CREATE TABLE egress_jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        project_id TEXT NOT NULL,
+        room_id TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        type TEXT NOT NULL CHECK (type IN ('recording', 'livestream')),
+        active INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        stopped_at INTEGER,
+        rtmp_urls TEXT NOT NULL,
+        playback_id TEXT UNIQUE,
+        size INTEGER NOT NULL DEFAULT 0,
+        media_status TEXT NOT NULL,
+        worker_id TEXT,
+        lease_expires_at INTEGER,
+        progress INTEGER NOT NULL DEFAULT 0,
+        progress_message TEXT,
+        media_location TEXT,
+        media_size INTEGER
+    );
+    -- at most one active job of each type per room, whatever races happen
+    CREATE UNIQUE INDEX egress_one_active ON egress_jobs(project_id, room_id, type) WHERE active = 1;
+    CREATE INDEX egress_by_session ON egress_jobs(project_id, session_id, seq);
+    CREATE INDEX egress_by_media ON egress_jobs(project_id, media_status, seq);
+    """,
 ]
 
 
@@ -89,6 +119,16 @@ def _room(row: tuple[Any, ...]) -> Room:
 
 
 _ROOM_COLUMNS = "room_id, created_at, room_locked, metadata"
+
+_JOB_FIELDS = EgressJob.__struct_fields__
+_JOB_COLUMNS = ", ".join(_JOB_FIELDS)
+
+
+def _job(row: tuple[Any, ...]) -> EgressJob:
+    values = dict(zip(_JOB_FIELDS, row))
+    values["active"] = bool(values["active"])
+    values["rtmp_urls"] = orjson.loads(values["rtmp_urls"])
+    return EgressJob(**values)
 
 
 class SQLiteStore:
@@ -312,10 +352,144 @@ class SQLiteStore:
             " JOIN sessions s ON s.session_id = p.session_id WHERE s.project_id = ?",
             (project_id,),
         ) or (0,)
+        counts = dict(
+            self.db.read("SELECT type, count(*) FROM egress_jobs WHERE project_id = ? GROUP BY type", (project_id,))
+        )
         return Metrics(
             total_sessions=sessions,
             total_duration=duration,
             total_users=users,
-            recording_count=0,
-            livestream_count=0,
+            recording_count=counts.get("recording", 0),
+            livestream_count=counts.get("livestream", 0),
         )
+
+    # --- recordings and livestreams ----------------------------------------
+
+    async def add_egress_job(self, job: EgressJob) -> bool:
+        """Store a new active job; False if the room already has one of its type."""
+        values = msgspec.to_builtins(job)
+        values["rtmp_urls"] = orjson.dumps(job.rtmp_urls).decode()
+        values["active"] = int(job.active)
+
+        def write(conn: sqlite3.Connection) -> bool:
+            try:
+                conn.execute(
+                    f"INSERT INTO egress_jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * len(_JOB_FIELDS))})",
+                    [values[name] for name in _JOB_FIELDS],
+                )
+            except sqlite3.IntegrityError:
+                return False
+            return True
+
+        return await self.db.write(write)
+
+    async def delete_egress_job(self, job_id: str) -> None:
+        await self.db.write(lambda conn: conn.execute("DELETE FROM egress_jobs WHERE id = ?", (job_id,)))
+
+    async def session_end_time(self, session_id: str) -> int | None:
+        row = self.db.read_one("SELECT coalesce(end_time, last_seen) FROM sessions WHERE session_id = ?", (session_id,))
+        return row[0] if row else None
+
+    async def egress_job(self, project_id: str, job_id: str) -> EgressJob | None:
+        row = self.db.read_one(
+            f"SELECT {_JOB_COLUMNS} FROM egress_jobs WHERE id = ? AND project_id = ?", (job_id, project_id)
+        )
+        return _job(row) if row else None
+
+    async def recording(self, job_id: str) -> EgressJob | None:
+        """A finished recording, by id alone (its download link was checked)."""
+        row = self.db.read_one(
+            f"SELECT {_JOB_COLUMNS} FROM egress_jobs WHERE id = ? AND type = 'recording' AND active = 0", (job_id,)
+        )
+        return _job(row) if row else None
+
+    async def egress_job_by_playback(self, playback_id: str) -> EgressJob | None:
+        row = self.db.read_one(f"SELECT {_JOB_COLUMNS} FROM egress_jobs WHERE playback_id = ?", (playback_id,))
+        return _job(row) if row else None
+
+    async def room_egress_jobs(self, project_id: str, room_id: str, active_only: bool) -> list[EgressJob]:
+        """The room's jobs, newest first."""
+        rows = self.db.read(
+            f"SELECT {_JOB_COLUMNS} FROM egress_jobs WHERE project_id = ? AND room_id = ?"
+            f"{' AND active = 1' if active_only else ''} ORDER BY seq DESC LIMIT 50",
+            (project_id, room_id),
+        )
+        return [_job(row) for row in rows]
+
+    async def active_egress_jobs(self) -> list[EgressJob]:
+        return [_job(row) for row in self.db.read(f"SELECT {_JOB_COLUMNS} FROM egress_jobs WHERE active = 1")]
+
+    async def stop_egress_job(self, job_id: str, stopped_at: int, size: int) -> bool:
+        """Mark a job stopped; its media part is cancelled unless a worker has it."""
+
+        def write(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE egress_jobs SET active = 0, stopped_at = ?, size = ?,"
+                " media_status = CASE media_status WHEN 'pending' THEN 'cancelled' ELSE media_status END"
+                " WHERE id = ? AND active = 1",
+                (stopped_at, size, job_id),
+            )
+            return cursor.rowcount == 1
+
+        return await self.db.write(write)
+
+    async def list_recordings(
+        self, project_id: str, session_id: str | None, before: int | None, limit: int
+    ) -> tuple[list[EgressJob], int | None]:
+        """Finished recordings, newest first, and the cursor of the next page."""
+        rows = self.db.read(
+            f"SELECT seq, {_JOB_COLUMNS} FROM egress_jobs WHERE project_id = ? AND type = 'recording'"
+            " AND active = 0 AND (? IS NULL OR session_id = ?) AND seq < ? ORDER BY seq DESC LIMIT ?",
+            (project_id, session_id, session_id, before if before is not None else 2**62, limit + 1),
+        )
+        page = rows[:limit]
+        next_cursor = page[-1][0] if len(rows) > limit else None
+        return [_job(row[1:]) for row in page], next_cursor
+
+    async def media_jobs(self, project_id: str, status: str | None, limit: int) -> list[EgressJob]:
+        rows = self.db.read(
+            f"SELECT {_JOB_COLUMNS} FROM egress_jobs WHERE project_id = ? AND (? IS NULL OR media_status = ?)"
+            " ORDER BY seq LIMIT ?",
+            (project_id, status, status, limit),
+        )
+        return [_job(row) for row in rows]
+
+    async def update_media(
+        self, project_id: str, job_id: str, worker_id: str, now: int, changes: dict[str, Any], claim: bool = False
+    ) -> EgressJob | str:
+        """Apply a worker's change to a job's media part, if that worker may.
+
+        Returns the updated job, or why not: "missing", "taken" (another worker
+        holds a live lease, or the job is past claiming) or "not-claimed".
+        """
+        def write(conn: sqlite3.Connection) -> EgressJob | str:
+            row = conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM egress_jobs WHERE id = ? AND project_id = ?", (job_id, project_id)
+            ).fetchone()
+            if row is None:
+                return "missing"
+            job = _job(row)
+            if claim:
+                claimable = job.media_status == "pending" and job.active
+                if not claimable and not (job.media_status == "claimed" and job.worker_id == worker_id):
+                    return "taken"
+            elif job.media_status != "claimed" or job.worker_id != worker_id:
+                return "not-claimed"
+            assignments = ", ".join(f"{name} = ?" for name in changes)
+            conn.execute(f"UPDATE egress_jobs SET {assignments} WHERE id = ?", [*changes.values(), job_id])
+            return _job(conn.execute(f"SELECT {_JOB_COLUMNS} FROM egress_jobs WHERE id = ?", (job_id,)).fetchone())
+
+        return await self.db.write(write)
+
+    async def release_expired_leases(self, now: int) -> int:
+        """Give claimed media parts whose worker went silent back to the queue."""
+
+        def write(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE egress_jobs SET media_status = CASE active WHEN 1 THEN 'pending' ELSE 'cancelled' END,"
+                " worker_id = NULL, lease_expires_at = NULL"
+                " WHERE media_status = 'claimed' AND lease_expires_at < ?",
+                (now,),
+            ).rowcount
+
+        return await self.db.write(write)

@@ -1,0 +1,1 @@
+"""Egress: the built-in recorder and livestream, and the jobs behind them."""

@@ -1,0 +1,247 @@
+"""Recording and livestream jobs: start, stop, status, and the bots that do them.
+
+A job's built-in part is a bot member of the room: the recorder writes the
+timeline it receives to a file, the livestream publishes it to viewers. Jobs
+end when stopped or when their session ends; after a crash, jobs left active
+are finalized at the next start with what was written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from livesessions.auth.peer_tokens import InvalidPeerToken, PeerTokenSigner
+from livesessions.clock import Clock
+from livesessions.domain.egress import EgressError, EgressJob, EgressType
+from livesessions.domain.live import Admission, EndedSession, PeerPresence, RoomKey
+from livesessions.domain.permissions import resolve_permissions
+from livesessions.egress import timeline
+from livesessions.egress.livestream import Broadcast
+from livesessions.egress.timeline import TimelineFile
+from livesessions.realtime.hub import Close, Connection
+from livesessions.realtime.membership import Membership
+from livesessions.stores.base import Presence, Store
+
+BOT_PERMISSIONS = resolve_permissions("bot", None)
+
+
+@dataclass(eq=False)
+class ActiveJob:
+    job: EgressJob
+    connection: Connection
+    consumer: asyncio.Task[int]
+    broadcast: Broadcast | None = None
+
+
+class EgressService:
+    def __init__(
+        self,
+        store: Store,
+        presence: Presence,
+        membership: Membership,
+        signer: PeerTokenSigner,
+        recordings_dir: Path,
+        clock: Clock,
+        worker_lease_ms: int,
+    ) -> None:
+        self.store = store
+        self.presence = presence
+        self.membership = membership
+        self.signer = signer
+        self.recordings_dir = recordings_dir
+        self.clock = clock
+        self.worker_lease_ms = worker_lease_ms
+        self._active: dict[tuple[RoomKey, EgressType], ActiveJob | None] = {}
+
+    def recording_path(self, job_id: str) -> Path:
+        return self.recordings_dir / f"{job_id}.jsonl"
+
+    # --- start, stop, status ------------------------------------------------
+
+    async def start(
+        self, project_id: str, room_id: str, token: str, kind: EgressType, rtmp_urls: list[str]
+    ) -> EgressJob:
+        key = RoomKey(project_id, room_id)
+        try:
+            claims = self.signer.verify(token)
+        except InvalidPeerToken as exc:
+            raise EgressError(401, f"invalid peer token: {exc}") from None
+        if claims.project_id != project_id or claims.room_id != room_id:
+            raise EgressError(401, "the peer token is not for this room")
+        session_id = await self.presence.session_of(key)
+        if session_id is None:
+            raise EgressError(409, "the room is not live: only a live room can be recorded or streamed")
+        if (key, kind) in self._active:
+            raise EgressError(409, f"a {kind} is already active in this room")
+        # Claimed before the first await, so a concurrent start sees it.
+        self._active[(key, kind)] = None
+        try:
+            return await self._launch(key, session_id, kind, rtmp_urls)
+        except BaseException:
+            self._active.pop((key, kind), None)
+            raise
+
+    async def _launch(self, key: RoomKey, session_id: str, kind: EgressType, rtmp_urls: list[str]) -> EgressJob:
+        now = self.clock()
+        job = EgressJob(
+            id="job_" + secrets.token_hex(10),
+            project_id=key.project_id,
+            room_id=key.room_id,
+            session_id=session_id,
+            type=kind,
+            active=True,
+            started_at=now,
+            rtmp_urls=rtmp_urls,
+            playback_id=secrets.token_urlsafe(24) if kind == "livestream" else None,
+        )
+        if not await self.store.add_egress_job(job):
+            raise EgressError(409, f"a {kind} is already active in this room")
+        # Counted only once the job is stored and while the session is still
+        # live: a start that fails anywhere changes no count.
+        if not await self.presence.count_egress(key, kind):
+            await self.store.delete_egress_job(job.id)
+            raise EgressError(409, "the room is not live: only a live room can be recorded or streamed")
+
+        connection = Connection(key=key, peer_id=f"{kind}-{job.id}", role="bot", permissions=BOT_PERMISSIONS)
+        admission = Admission(
+            peer=PeerPresence(peer_id=connection.peer_id, role="bot", metadata="", join_time=now),
+            permissions=BOT_PERMISSIONS,
+            connection_id=connection.id,
+            room_locked=False,
+        )
+        _, persisted = await self.membership.enter(connection, admission)
+        await persisted
+        broadcast = Broadcast() if kind == "livestream" else None
+        if broadcast is not None:
+            consumer = asyncio.create_task(_publish(connection, broadcast))
+        else:
+            consumer = asyncio.create_task(_record(connection, TimelineFile(self.recording_path(job.id), self.clock)))
+        self._active[(key, kind)] = ActiveJob(job, connection, consumer, broadcast)
+        return job
+
+    async def stop(self, project_id: str, room_id: str, kind: EgressType | None) -> EgressJob:
+        key = RoomKey(project_id, room_id)
+        kinds = [kind] if kind else ["recording", "livestream"]
+        running = [self._active[(key, k)] for k in kinds if self._active.get((key, k)) is not None]
+        if not running:
+            what = kind or "recording or livestream"
+            raise EgressError(404, f"no {what} is active in this room")
+        if len(running) > 1:
+            raise EgressError(409, "both a recording and a livestream are active: say which type to stop")
+        active = running[0]
+        assert active is not None
+        return await self._finish(active)
+
+    def status(self, project_id: str, room_id: str) -> list[EgressJob]:
+        key = RoomKey(project_id, room_id)
+        return [a.job for k in ("recording", "livestream") if (a := self._active.get((key, k))) is not None]
+
+    def broadcast_for(self, playback_id: str) -> Broadcast | None:
+        for active in self._active.values():
+            if active is not None and active.job.playback_id == playback_id:
+                return active.broadcast
+        return None
+
+    async def _finish(self, active: ActiveJob) -> EgressJob:
+        key = active.connection.key
+        if self._active.get((key, active.job.type)) is not active:
+            return active.job  # someone else is finishing it
+        del self._active[(key, active.job.type)]
+        await self.membership.depart(active.connection)
+        active.connection.close(1000, "job stopped")
+        size = await active.consumer
+        now = self.clock()
+        await self.store.stop_egress_job(active.job.id, now, size)
+        active.job.active = False
+        active.job.stopped_at = now
+        active.job.size = size
+        return active.job
+
+    async def session_ended(self, ended: EndedSession) -> None:
+        """A session is over: so are its jobs."""
+        for kind in ("recording", "livestream"):
+            active = self._active.get((ended.key, kind))
+            if active is not None and active.job.session_id == ended.session_id:
+                await self._finish(active)
+
+    async def stop_all(self) -> None:
+        for active in list(self._active.values()):
+            if active is not None:
+                await self._finish(active)
+
+    # --- after a crash ------------------------------------------------------
+
+    async def recover(self) -> int:
+        """Finalize jobs that were active when the last process stopped."""
+        jobs = await self.store.active_egress_jobs()
+        for job in jobs:
+            size, written_at = timeline.recover(self.recording_path(job.id)) if job.type == "recording" else (0, None)
+            ended_at = await self.store.session_end_time(job.session_id)
+            stopped_at = max(job.started_at, written_at or ended_at or job.started_at)
+            await self.store.stop_egress_job(job.id, stopped_at, size)
+        return len(jobs)
+
+    # --- external media workers ---------------------------------------------
+
+    async def claim(self, project_id: str, job_id: str, worker_id: str) -> EgressJob:
+        now = self.clock()
+        return _worker_result(
+            await self.store.update_media(
+                project_id, job_id, worker_id, now,
+                {"media_status": "claimed", "worker_id": worker_id, "lease_expires_at": now + self.worker_lease_ms},
+                claim=True,
+            )
+        )
+
+    async def progress(self, project_id: str, job_id: str, worker_id: str, percent: int, message: str | None) -> EgressJob:
+        now = self.clock()
+        return _worker_result(
+            await self.store.update_media(
+                project_id, job_id, worker_id, now,
+                {"progress": percent, "progress_message": message, "lease_expires_at": now + self.worker_lease_ms},
+            )
+        )
+
+    async def complete(self, project_id: str, job_id: str, worker_id: str, location: str, size: int) -> EgressJob:
+        return _worker_result(
+            await self.store.update_media(
+                project_id, job_id, worker_id, self.clock(),
+                {"media_status": "completed", "progress": 100, "media_location": location, "media_size": size,
+                 "lease_expires_at": None},
+            )
+        )
+
+    async def release_silent_workers(self) -> int:
+        return await self.store.release_expired_leases(self.clock())
+
+
+def _worker_result(result: EgressJob | str) -> EgressJob:
+    if isinstance(result, EgressJob):
+        return result
+    raise {
+        "missing": EgressError(404, "Job Not Found"),
+        "taken": EgressError(409, "the job is claimed by another worker, finished, or no longer claimable"),
+        "not-claimed": EgressError(409, "this worker does not hold the job (its lease may have run out)"),
+    }[result]
+
+
+async def _record(connection: Connection, file: TimelineFile) -> int:
+    try:
+        while not isinstance(item := await connection.outbox.get(), Close):
+            file.append(item)
+    finally:
+        size = file.close()
+    return size
+
+
+async def _publish(connection: Connection, broadcast: Broadcast) -> int:
+    try:
+        while not isinstance(item := await connection.outbox.get(), Close):
+            broadcast.publish(item)
+    finally:
+        broadcast.end()
+    return 0
+
