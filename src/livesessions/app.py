@@ -8,6 +8,7 @@ import contextlib
 import logging
 from typing import Any
 
+from livesessions.auth.rate_limits import retry_after
 from livesessions.http.core import (
     ClientDisconnected,
     HTTPError,
@@ -16,7 +17,7 @@ from livesessions.http.core import (
     Response,
     Router,
 )
-from livesessions.http.routes import egress, history, live_sessions, meta, peer_tokens, rooms, workers
+from livesessions.http.routes import accounts, egress, history, live_sessions, meta, peer_tokens, rooms, workers
 from livesessions.http.validation import ValidationFailed
 from livesessions.realtime.peer_socket import PeerSocket
 from livesessions.services import Services
@@ -27,13 +28,32 @@ UNAUTHORIZED = JSONResponse(
     {"ok": False, "message": "Incorrect or no API key provided", "validated": False}, status=401
 )
 INTERNAL_ERROR = JSONResponse({"ok": False, "message": "Internal Server Error"}, status=500)
+SIGN_IN_FIRST = JSONResponse(
+    {"ok": False, "message": "Sign in first: this needs 'Authorization: Bearer <token>' from /api/v2/auth/verify"},
+    status=401,
+    headers=[(b"www-authenticate", b"Bearer")],
+)
+
+
+def _too_many_requests(wait: float) -> Response:
+    return JSONResponse(
+        {"ok": False, "message": "Too many requests for this API key; slow down"},
+        status=429,
+        headers=[(b"retry-after", retry_after(wait).encode())],
+    )
+
+
+def _bearer(request: Request) -> str | None:
+    value = request.header(b"authorization") or ""
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
 
 
 class LiveSessionsApp:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.router = Router()
-        for area in (meta, live_sessions, rooms, history, peer_tokens, egress, workers):
+        for area in (meta, live_sessions, rooms, history, peer_tokens, egress, workers, accounts):
             area.register(self.router, services)
         self.peer_socket = PeerSocket(
             services.signer, services.store, services.keeper, services.membership, services.clock
@@ -58,10 +78,18 @@ class LiveSessionsApp:
         try:
             route, request.path_params = self.router.match(scope["method"], scope["path"])
             if route.auth == "api_key":
-                project_id = await self.services.api_keys.project_for(request.header(b"x-api-key"))
-                if project_id is None:
+                found = await self.services.api_keys.project_for(request.header(b"x-api-key"))
+                if found is None:
                     return await UNAUTHORIZED.send(send)
-                request.project_id = project_id
+                request.project_id, key_hash = found
+                wait = self.services.key_limiter.acquire(key_hash)
+                if wait:
+                    return await _too_many_requests(wait).send(send)
+            elif route.auth == "account":
+                request.account = await self.services.sign_in.session(_bearer(request))
+                if request.account is None:
+                    return await SIGN_IN_FIRST.send(send)
+                request.project_id = request.account.project_id
             response = await route.handler(request)
         except HTTPError as exc:
             response = JSONResponse(exc.body, exc.status, exc.headers)
@@ -108,6 +136,7 @@ class LiveSessionsApp:
         await self.services.egress.stop_all()
         self.services.hub.close_all(1001, "server shutting down")
         await self.services.keeper.heartbeat()
+        await self.services.api_keys.flush_last_used()
         self.services.close()
 
     async def _maintain(self) -> None:
@@ -125,6 +154,8 @@ class LiveSessionsApp:
                 await self.services.keeper.expire()
                 if tick_count % beats_per_heartbeat == 0:
                     await self.services.keeper.heartbeat()
+                    await self.services.api_keys.flush_last_used()
+                    await self.services.store.forget_expired_sign_ins(self.services.clock())
                 if tick_count % beats_per_lease_check == 0:
                     await self.services.egress.release_silent_workers()
             except Exception:  # noqa: BLE001 - keep maintaining; the next tick retries

@@ -44,6 +44,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _chain_ids(text: str) -> frozenset[int]:
+    try:
+        ids = frozenset(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+    if not ids or min(ids) < 1:
+        raise argparse.ArgumentTypeError("chain ids are positive numbers")
+    return ids
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="livesessions",
@@ -77,6 +87,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="the address clients reach the service at, for the links it hands out "
         "(default: taken from each request's Host header)",
     )
+    serve.add_argument(
+        "--rate-limit", type=float, default=100.0, metavar="PER_SECOND",
+        help="requests a second each API key may make on average; 0 turns limits off (default: 100)",
+    )
+    serve.add_argument(
+        "--rate-burst", type=_positive, default=200.0, metavar="REQUESTS",
+        help="how many requests an API key may make at once above its rate (default: 200)",
+    )
+    serve.add_argument(
+        "--sign-ins-per-minute", type=_positive, default=20.0, metavar="N",
+        help="wallet sign-in attempts allowed per minute, per wallet and per client address (default: 20)",
+    )
+    serve.add_argument(
+        "--siwe-domain", default=None, metavar="HOST",
+        help="the domain sign-in messages must name, behind a proxy (default: the request's host)",
+    )
+    serve.add_argument(
+        "--siwe-uri", default=None, metavar="URL",
+        help="the URI sign-in messages must name, behind a proxy (default: http(s)://<the request's host>)",
+    )
+    serve.add_argument(
+        "--chain-ids", type=_chain_ids, default=frozenset({1}), metavar="IDS",
+        help="comma-separated chain ids sign-in messages may name (default: 1)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs throughput)")
 
@@ -92,6 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", default="cli", help="a name to tell the key apart (default: cli)")
     create.add_argument("--json", action="store_true", help="print a JSON object instead of the bare key")
     _data_dir(create)
+
+    login = commands.add_parser(
+        "login",
+        help="sign in with a wallet key and print an API key",
+        description="Sign in to a running service with a wallet's private key (Sign-In with Ethereum) "
+        "and print an API key for the wallet's project: its first key on a first sign-in, "
+        "otherwise a new one. The private key is read from --key-file or the "
+        "LIVESESSIONS_WALLET_KEY environment variable, never from the command line.",
+    )
+    login.add_argument("--url", default="http://127.0.0.1:8080", help="the service (default: http://127.0.0.1:8080)")
+    login.add_argument("--key-file", type=Path, help="a file holding the wallet's hex private key")
+    login.add_argument("--chain-id", type=int, default=1, help="the chain id to sign for (default: 1)")
+    login.add_argument("--name", default="login", help="name of the key created when one is needed (default: login)")
+    login.add_argument("--json", action="store_true", help="print a JSON object instead of the bare key")
     return parser
 
 
@@ -121,6 +169,12 @@ def serve(args: argparse.Namespace) -> int:
         ping_timeout=args.ping_timeout,
         worker_lease=args.worker_lease,
         public_url=args.public_url,
+        rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst,
+        sign_ins_per_minute=args.sign_ins_per_minute,
+        siwe_domain=args.siwe_domain,
+        siwe_uri=args.siwe_uri,
+        chain_ids=args.chain_ids,
     )
     services = build_services(settings)
     config = uvicorn.Config(
@@ -155,7 +209,7 @@ def create_key(args: argparse.Namespace) -> int:
     async def run() -> tuple[str, str, str]:
         now = now_ms()
         project = await store.project_for_wallet(args.wallet, now)
-        key, record = await ApiKeys(store).create(project.project_id, args.name.strip(), now)
+        key, record = await ApiKeys(store, now_ms).create(project.project_id, args.name.strip(), now)
         return key, record.id, project.project_id
 
     try:
@@ -170,10 +224,34 @@ def create_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_login(args: argparse.Namespace) -> int:
+    from livesessions.auth.wallet_login import LoginError, login
+
+    if args.key_file is not None:
+        try:
+            private_key = args.key_file.read_text()
+        except OSError as exc:
+            raise CommandError(f"cannot read --key-file: {exc.strerror}") from None
+    elif os.environ.get("LIVESESSIONS_WALLET_KEY"):
+        private_key = os.environ["LIVESESSIONS_WALLET_KEY"]
+    else:
+        raise CommandError("give the wallet's private key with --key-file or LIVESESSIONS_WALLET_KEY")
+    try:
+        answer = login(args.url, private_key, args.chain_id, args.name)
+    except LoginError as exc:
+        raise CommandError(str(exc)) from None
+    if args.json:
+        print(json.dumps({k: answer[k] for k in ("apiKey", "projectId", "address")}))
+    else:
+        print(f"signed in as {answer['address']} (project {answer['projectId']}); the key is shown only once:")
+        print(answer["apiKey"])
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    handler = {"serve": serve, "keys": create_key}[args.command]
+    handler = {"serve": serve, "keys": create_key, "login": run_login}[args.command]
     try:
         return handler(args)
     except CommandError as exc:
@@ -184,3 +262,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
+        print(f"livesessions: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

@@ -29,6 +29,17 @@ class Settings:
     # The address clients reach this service at, for links it hands out
     # (playback and download URLs). Unset: taken from each request's Host.
     public_url: str | None = None
+    # Requests per second each API key may make on average, in bursts of up
+    # to rate_burst; 0 turns the limit off.
+    rate_limit: float = 100.0
+    rate_burst: float = 200.0
+    # Sign-in attempts (nonces and verifications) per minute, per wallet
+    # address and per client address.
+    sign_ins_per_minute: float = 20.0
+    # What signed sign-in messages must name; None: the request's host.
+    siwe_domain: str | None = None
+    siwe_uri: str | None = None
+    chain_ids: frozenset[int] = frozenset({1})
     max_body_bytes: int = 64 * 1024
     max_ws_frame_bytes: int = 64 * 1024
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from livesessions.auth.api_keys import ApiKeys
 from livesessions.auth.peer_tokens import PeerTokenSigner, load_or_create_key
+from livesessions.auth.rate_limits import RateLimiter
+from livesessions.auth.wallet_sign_in import SignInPolicy, WalletSignIn
 from livesessions.clock import Clock, now_ms
 from livesessions.config import Settings
 from livesessions.domain.sessions import SessionKeeper
@@ -30,6 +32,9 @@ class Services:
     membership: Membership
     egress: EgressService
     links: LinkSigner
+    sign_in: WalletSignIn
+    key_limiter: RateLimiter
+    sign_in_limiter: RateLimiter
     clock: Clock
 
     def close(self) -> None:
@@ -52,16 +57,22 @@ def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
         store, presence, membership, signer, settings.recordings_dir, clock, int(settings.worker_lease * 1000)
     )
     keeper.session_end_listeners.append(egress.session_ended)
+    api_keys = ApiKeys(store, clock)
+    policy = SignInPolicy(domain=settings.siwe_domain, uri=settings.siwe_uri, chain_ids=settings.chain_ids)
+    per_minute = settings.sign_ins_per_minute
     return Services(
         settings=settings,
         store=store,
         presence=presence,
         keeper=keeper,
-        api_keys=ApiKeys(store),
+        api_keys=api_keys,
         signer=signer,
         hub=hub,
         membership=membership,
         egress=egress,
         links=LinkSigner(load_or_create_secret(settings.link_secret_path)),
+        sign_in=WalletSignIn(store, api_keys, clock, policy),
+        key_limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
+        sign_in_limiter=RateLimiter(per_minute / 60, per_minute),
         clock=clock,
     )

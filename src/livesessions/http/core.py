@@ -52,7 +52,10 @@ class Response:
         self.content_type = content_type
 
     async def send(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-        headers = [(b"content-type", self.content_type), (b"content-length", str(len(self.body)).encode())]
+        if self.status == 204:  # no content: no content headers either
+            headers = []
+        else:
+            headers = [(b"content-type", self.content_type), (b"content-length", str(len(self.body)).encode())]
         if self.headers:
             headers.extend(self.headers)
         await send({"type": "http.response.start", "status": self.status, "headers": headers})

@@ -96,6 +96,21 @@ _SCHEMA = [
     CREATE INDEX egress_by_session ON egress_jobs(project_id, session_id, seq);
     CREATE INDEX egress_by_media ON egress_jobs(project_id, media_status, seq);
     """,
+    # version 3: wallet sign-in
+    """
+    ALTER TABLE projects ADD COLUMN first_sign_in_at INTEGER;
+    CREATE TABLE sign_in_nonces (
+        nonce TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER
+    );
+    CREATE TABLE account_sessions (
+        token_hash TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL REFERENCES projects(project_id),
+        wallet_address TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    """,
 ]
 
 
@@ -174,6 +189,82 @@ class SQLiteStore:
 
         await self.db.write(write)
         return ApiKeyRecord(id=key_id, name=name, masked_key=masked_key, created_at=now, last_used_at=None)
+
+    async def list_api_keys(self, project_id: str) -> list[ApiKeyRecord]:
+        rows = self.db.read(
+            "SELECT id, name, masked_key, created_at, last_used_at FROM api_keys"
+            " WHERE project_id = ? AND revoked_at IS NULL ORDER BY created_at, id",
+            (project_id,),
+        )
+        return [ApiKeyRecord(id=i, name=n, masked_key=m, created_at=c, last_used_at=u) for i, n, m, c, u in rows]
+
+    async def api_key_hash(self, project_id: str, key_id: str) -> str | None:
+        row = self.db.read_one(
+            "SELECT key_hash FROM api_keys WHERE id = ? AND project_id = ? AND revoked_at IS NULL", (key_id, project_id)
+        )
+        return row[0] if row else None
+
+    async def revoke_api_key(self, key_hash: str, now: int) -> None:
+        await self.db.write(
+            lambda conn: conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE key_hash = ? AND revoked_at IS NULL", (now, key_hash)
+            )
+        )
+
+    async def record_key_use(self, last_used: dict[str, int]) -> None:
+        await self.db.write(
+            lambda conn: conn.executemany(
+                "UPDATE api_keys SET last_used_at = max(coalesce(last_used_at, 0), ?) WHERE key_hash = ?",
+                [(when, key_hash) for key_hash, when in last_used.items()],
+            )
+        )
+
+    async def first_sign_in(self, project_id: str, now: int) -> bool:
+        """Mark the project's first wallet sign-in; False if it had one before."""
+        return await self.db.write(
+            lambda conn: conn.execute(
+                "UPDATE projects SET first_sign_in_at = ? WHERE project_id = ? AND first_sign_in_at IS NULL",
+                (now, project_id),
+            ).rowcount
+            == 1
+        )
+
+    async def add_nonce(self, nonce: str, expires_at: int) -> None:
+        await self.db.write(
+            lambda conn: conn.execute("INSERT INTO sign_in_nonces (nonce, expires_at) VALUES (?, ?)", (nonce, expires_at))
+        )
+
+    async def consume_nonce(self, nonce: str, now: int) -> bool:
+        """Use a nonce up: True only the first time, and only before it expires."""
+        return await self.db.write(
+            lambda conn: conn.execute(
+                "UPDATE sign_in_nonces SET used_at = ? WHERE nonce = ? AND used_at IS NULL AND expires_at > ?",
+                (now, nonce, now),
+            ).rowcount
+            == 1
+        )
+
+    async def add_account_session(self, token_hash: str, project_id: str, address: str, expires_at: int) -> None:
+        await self.db.write(
+            lambda conn: conn.execute(
+                "INSERT INTO account_sessions (token_hash, project_id, wallet_address, expires_at) VALUES (?, ?, ?, ?)",
+                (token_hash, project_id, address, expires_at),
+            )
+        )
+
+    async def account_session(self, token_hash: str, now: int) -> tuple[str, str] | None:
+        row = self.db.read_one(
+            "SELECT project_id, wallet_address FROM account_sessions WHERE token_hash = ? AND expires_at > ?",
+            (token_hash, now),
+        )
+        return (row[0], row[1]) if row else None
+
+    async def forget_expired_sign_ins(self, now: int) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM sign_in_nonces WHERE expires_at < ?", (now,))
+            conn.execute("DELETE FROM account_sessions WHERE expires_at < ?", (now,))
+
+        await self.db.write(write)
 
     async def project_for_key_hash(self, key_hash: str) -> str | None:
         row = self.db.read_one(

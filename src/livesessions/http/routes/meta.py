@@ -1,6 +1,9 @@
-"""Routes about the service itself: health, token verification keys, its API document."""
+"""Routes about the service itself: health, token verification keys, its API
+document, and the page where a person connects a wallet."""
 
 from __future__ import annotations
+
+from importlib import resources
 
 from livesessions import __version__
 from livesessions.http.core import JSONResponse, Request, Response, Router
@@ -22,6 +25,14 @@ def register(router: Router, services: Services) -> None:
     async def get_openapi(request: Request) -> Response:
         return openapi
 
+    page = Response(200, resources.files("livesessions.web").joinpath("connect.html").read_bytes(),
+                    [(b"cache-control", b"no-cache")], b"text/html; charset=utf-8")
+
+    async def get_page(request: Request) -> Response:
+        return page
+
+    router.add("GET", "/", get_page, auth="none")
+    router.add("GET", "/connect", get_page, auth="none")
     router.add("GET", "/api/v2/sdk", get_health, auth="none")
     router.add("GET", "/jwks.json", get_jwks, auth="none")
     router.add("GET", "/openapi.json", get_openapi, auth="none")
