@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from livesessions.auth.rate_limits import retry_after
+from livesessions.domain.errors import Refused
 from livesessions.http.core import (
     ClientDisconnected,
     HTTPError,
@@ -95,6 +96,8 @@ class LiveSessionsApp:
             response = JSONResponse(exc.body, exc.status, exc.headers)
         except ValidationFailed as exc:
             response = JSONResponse(exc.body, 400)
+        except Refused as exc:
+            response = JSONResponse({"ok": False, "message": exc.message}, exc.status)
         except ClientDisconnected:
             return
         except Exception:  # noqa: BLE001 - answered as 500, and logged to be fixed

@@ -11,17 +11,15 @@ from dataclasses import dataclass
 from livesessions.auth.api_keys import ApiKeys
 from livesessions.auth.siwe import SiweError, SiweMessage, format_time, parse_message, parse_time, recover_signer
 from livesessions.clock import Clock
+from livesessions.domain.errors import Refused
 from livesessions.stores.base import Store
 
 _NONCE_ALPHABET = string.ascii_letters + string.digits
 STATEMENT = "Sign in to livesessions to get an API key for your project."
 
 
-class SignInError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class SignInError(Refused):
+    pass
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,8 @@ from typing import Literal
 
 import msgspec
 
+from livesessions.domain.errors import Refused
+
 EgressType = Literal["recording", "livestream"]
 EGRESS_TYPES: tuple[EgressType, ...] = ("recording", "livestream")
 
@@ -42,10 +44,5 @@ class EgressJob(msgspec.Struct, kw_only=True):
     media_size: int | None = None
 
 
-class EgressError(Exception):
+class EgressError(Refused):
     """A request about egress that cannot be done, with the status to answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from pathlib import Path
 
+from livesessions.auth.key_files import load_or_create
+
 
 def load_or_create_secret(path: Path) -> bytes:
-    if path.exists():
-        return path.read_bytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_bytes(32)
-    partial = path.with_suffix(".tmp")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(secret)
-    os.replace(partial, path)
-    return secret
+    return load_or_create(path, lambda: secrets.token_bytes(32))
 
 
 class LinkSigner:

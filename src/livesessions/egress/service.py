@@ -8,7 +8,6 @@ are finalized at the next start with what was written.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from livesessions.domain.permissions import resolve_permissions
 from livesessions.egress import timeline
 from livesessions.egress.livestream import Broadcast
 from livesessions.egress.timeline import TimelineFile
-from livesessions.realtime.hub import Close, Connection
+from livesessions.realtime.hub import Connection
 from livesessions.realtime.membership import Membership
 from livesessions.stores.base import Presence, Store
 
@@ -32,8 +31,14 @@ BOT_PERMISSIONS = resolve_permissions("bot", None)
 class ActiveJob:
     job: EgressJob
     connection: Connection
-    consumer: asyncio.Task[int]
+    timeline: TimelineFile | None = None
     broadcast: Broadcast | None = None
+
+    def end(self) -> int:
+        """Finish the output; the recording's final size."""
+        if self.broadcast is not None:
+            self.broadcast.end()
+        return self.timeline.close() if self.timeline is not None else 0
 
 
 class EgressService:
@@ -105,21 +110,26 @@ class EgressService:
             await self.store.delete_egress_job(job.id)
             raise EgressError(409, "the room is not live: only a live room can be recorded or streamed")
 
-        connection = Connection(key=key, peer_id=f"{kind}-{job.id}", role="bot", permissions=BOT_PERMISSIONS)
+        # The bot writes or publishes each event in the same step that sends it
+        # to the peers: once any peer has an event, so does the recording.
+        if kind == "livestream":
+            broadcast, timeline_file = Broadcast(), None
+            sink = broadcast.publish
+        else:
+            broadcast, timeline_file = None, TimelineFile(self.recording_path(job.id), self.clock)
+            sink = timeline_file.append
+        connection = Connection(
+            key=key, peer_id=f"{kind}-{job.id}", role="bot", permissions=BOT_PERMISSIONS, sink=sink
+        )
         admission = Admission(
             peer=PeerPresence(peer_id=connection.peer_id, role="bot", metadata="", join_time=now),
             permissions=BOT_PERMISSIONS,
             connection_id=connection.id,
             room_locked=False,
         )
+        self._active[(key, kind)] = ActiveJob(job, connection, timeline_file, broadcast)
         _, persisted = await self.membership.enter(connection, admission)
         await persisted
-        broadcast = Broadcast() if kind == "livestream" else None
-        if broadcast is not None:
-            consumer = asyncio.create_task(_publish(connection, broadcast))
-        else:
-            consumer = asyncio.create_task(_record(connection, TimelineFile(self.recording_path(job.id), self.clock)))
-        self._active[(key, kind)] = ActiveJob(job, connection, consumer, broadcast)
         return job
 
     async def stop(self, project_id: str, room_id: str, kind: EgressType | None) -> EgressJob:
@@ -152,7 +162,7 @@ class EgressService:
         del self._active[(key, active.job.type)]
         await self.membership.depart(active.connection)
         active.connection.close(1000, "job stopped")
-        size = await active.consumer
+        size = active.end()
         now = self.clock()
         await self.store.stop_egress_job(active.job.id, now, size)
         active.job.active = False
@@ -226,22 +236,4 @@ def _worker_result(result: EgressJob | str) -> EgressJob:
         "taken": EgressError(409, "the job is claimed by another worker, finished, or no longer claimable"),
         "not-claimed": EgressError(409, "this worker does not hold the job (its lease may have run out)"),
     }[result]
-
-
-async def _record(connection: Connection, file: TimelineFile) -> int:
-    try:
-        while not isinstance(item := await connection.outbox.get(), Close):
-            file.append(item)
-    finally:
-        size = file.close()
-    return size
-
-
-async def _publish(connection: Connection, broadcast: Broadcast) -> int:
-    try:
-        while not isinstance(item := await connection.outbox.get(), Close):
-            broadcast.publish(item)
-    finally:
-        broadcast.end()
-    return 0
 

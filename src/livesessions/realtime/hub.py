@@ -38,6 +38,9 @@ class Connection:
     id: str = field(default_factory=lambda: secrets.token_hex(8))
     outbox: asyncio.Queue[bytes | Close] = field(default_factory=lambda: asyncio.Queue(OUTBOX_LIMIT + 1))
     closing: bool = False
+    # For the service's own bots: messages handed over at once, in the same
+    # step that sends them to everyone else, instead of queued for a socket.
+    sink: Callable[[bytes], None] | None = None
 
     @property
     def is_bot(self) -> bool:
@@ -49,6 +52,9 @@ class Connection:
     def push(self, message: dict[str, Any] | bytes) -> None:
         if self.closing:
             return
+        if self.sink is not None:
+            self.sink(message if isinstance(message, bytes) else _encode(message))
+            return
         if self.outbox.qsize() >= OUTBOX_LIMIT:
             self.close(*CLOSE_TOO_SLOW)
             return
@@ -58,7 +64,8 @@ class Connection:
         """Send a close frame after what is already queued; nothing after it."""
         if not self.closing:
             self.closing = True
-            self.outbox.put_nowait(Close(code, reason))
+            if self.sink is None:
+                self.outbox.put_nowait(Close(code, reason))
 
 
 class Hub:

@@ -9,7 +9,6 @@ import msgspec
 
 from livesessions.auth.rate_limits import retry_after
 from livesessions.auth.siwe import checksum
-from livesessions.auth.wallet_sign_in import SignInError
 from livesessions.http import params
 from livesessions.http.core import HTTPError, JSONResponse, Request, Response, Router, error_message
 from livesessions.services import Services
@@ -66,10 +65,7 @@ def register(router: Router, services: Services) -> None:
         claimed = lines[1].lower() if len(lines) > 1 and _ADDRESS_LINE.match(lines[1]) else None
         limit(client(request), *([f"address:{claimed}"] if claimed else []))
         domain, uri = sign_in.expected(origin(request))
-        try:
-            session, token, api_key = await sign_in.verify(body.message, body.signature, domain, uri)
-        except SignInError as exc:
-            raise error_message(exc.status, exc.message) from None
+        session, token, api_key = await sign_in.verify(body.message, body.signature, domain, uri)
         answer = {"token": token, "projectId": session.project_id, "address": session.address}
         if api_key is not None:
             answer["apiKey"] = api_key

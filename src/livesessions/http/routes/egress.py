@@ -10,12 +10,11 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from livesessions.domain.egress import EgressError, EgressJob
+from livesessions.domain.egress import EgressJob
 from livesessions.domain.ids import is_room_id
 from livesessions.egress.livestream import END
 from livesessions.http import params
 from livesessions.http.core import (
-    HTTPError,
     JSONResponse,
     Request,
     Response,
@@ -45,10 +44,6 @@ class StopBody(msgspec.Struct):
     type: Literal["recording", "livestream"] | None = None
 
 
-def egress_error(exc: EgressError) -> HTTPError:
-    return error_message(exc.status, exc.message)
-
-
 def register(router: Router, services: Services) -> None:
     egress = services.egress
     settings = services.settings
@@ -69,10 +64,7 @@ def register(router: Router, services: Services) -> None:
     async def start(request: Request) -> Response:
         body = await request.json_as(StartBody)
         await require_room(request, body.roomId)
-        try:
-            job = await egress.start(request.project_id, body.roomId, body.token, body.type, body.rtmpUrls)
-        except EgressError as exc:
-            raise egress_error(exc) from None
+        job = await egress.start(request.project_id, body.roomId, body.token, body.type, body.rtmpUrls)
         answer = {"msg": f"{body.type.capitalize()} started", "id": job.id}
         if job.playback_id:
             answer["playbackUrl"] = playback_url(request, job)
@@ -81,10 +73,7 @@ def register(router: Router, services: Services) -> None:
     async def stop(request: Request) -> Response:
         body = await request.json_as(StopBody)
         await require_room(request, body.roomId)
-        try:
-            job = await egress.stop(request.project_id, body.roomId, body.type)
-        except EgressError as exc:
-            raise egress_error(exc) from None
+        job = await egress.stop(request.project_id, body.roomId, body.type)
         return JSONResponse({"msg": "Stopped", "type": job.type, "id": job.id})
 
     async def status(request: Request) -> Response:

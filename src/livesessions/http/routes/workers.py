@@ -11,10 +11,9 @@ from typing import Annotated
 
 import msgspec
 
-from livesessions.domain.egress import EgressError, EgressJob
+from livesessions.domain.egress import EgressJob
 from livesessions.http import params
 from livesessions.http.core import JSONResponse, Request, Response, Router
-from livesessions.http.routes.egress import egress_error
 from livesessions.http.validation import ValidationFailed, issue
 from livesessions.services import Services
 
@@ -75,30 +74,21 @@ def register(router: Router, services: Services) -> None:
 
     async def claim(request: Request) -> Response:
         body = await request.json_as(ClaimBody)
-        try:
-            job = await egress.claim(request.project_id, request.path_params["jobId"], body.workerId)
-        except EgressError as exc:
-            raise egress_error(exc) from None
+        job = await egress.claim(request.project_id, request.path_params["jobId"], body.workerId)
         return JSONResponse({"job": job_view(job)})
 
     async def progress(request: Request) -> Response:
         body = await request.json_as(ProgressBody)
-        try:
-            job = await egress.progress(
+        job = await egress.progress(
                 request.project_id, request.path_params["jobId"], body.workerId, body.progress, body.message
             )
-        except EgressError as exc:
-            raise egress_error(exc) from None
         return JSONResponse({"job": job_view(job)})
 
     async def complete(request: Request) -> Response:
         body = await request.json_as(CompleteBody)
-        try:
-            job = await egress.complete(
+        job = await egress.complete(
                 request.project_id, request.path_params["jobId"], body.workerId, body.location, body.size
             )
-        except EgressError as exc:
-            raise egress_error(exc) from None
         return JSONResponse({"job": job_view(job)})
 
     router.add("GET", "/api/v1/workers/jobs", list_jobs)
