@@ -93,3 +93,20 @@ def test_half_sent_body_does_not_hang_the_server(server: Server, project: Projec
     sock.close()  # the client goes away mid-body
     assert httpx.get(server.base + "/api/v2/sdk", timeout=5).status_code == 200
     assert project.get("/api/v2/sdk/rooms/get-rooms").json()["count"] == 0
+
+
+def test_integers_beyond_64_bits_in_metadata_are_400(project: Project) -> None:
+    huge = 123456789012345678901234567890
+    response = project.post("/api/v2/sdk/rooms/create-room", json={"metadata": {"a": huge}})
+    assert response.status_code == 400
+    assert response.json()["error"]["issues"][0]["path"] == ["metadata"]
+    room = project.create_room()
+    assert project.post(f"/api/v2/sdk/rooms/metadata/{room}", json={"metadata": {"a": huge}}).status_code == 400
+    assert project.post("/api/v2/sdk/create-peer-token", json={"roomId": room, "metadata": {"a": huge}}).status_code == 400
+    peer = project.join(room)
+    # Over the WebSocket, such a number is read as a float, as JSON.parse would.
+    peer.ws.send('{"type": "update-metadata", "metadata": {"a": 123456789012345678901234567890}}')
+    assert peer.recv_type("metadata-updated")["metadata"] == '{"a":1.2345678901234568e+29}'
+    peer.send({"type": "ping"})
+    assert peer.recv_type("pong")  # still connected
+    peer.close()

@@ -129,6 +129,8 @@ def test_download_links_are_signed_and_expire(proj: Project) -> None:
     assert httpx.get(expired).status_code == 403
     other_job = url.replace("/recordings/job_", "/recordings/job_x")
     assert httpx.get(other_job).status_code == 403
+    odd = url.split("signature=")[0] + "signature=%C2%BE"
+    assert httpx.get(odd).status_code == 403
     peer.close()
 
 
@@ -262,6 +264,8 @@ def test_media_workers_claim_report_and_complete(proj: Project) -> None:
     assert proj.post(f"/api/v1/workers/jobs/{job_id}/progress", json={"workerId": "w2", "progress": 50}).status_code == 409
     assert proj.post(f"/api/v1/workers/jobs/{job_id}/progress", json={"workerId": "w1", "progress": 101}).status_code == 400
     proj.post(STOP, json={"roomId": room})
+    too_big = {"workerId": "w1", "location": "s3://bucket/rec.mp4", "size": 2**63}
+    assert proj.post(f"/api/v1/workers/jobs/{job_id}/complete", json=too_big).status_code == 400
     done = proj.post(f"/api/v1/workers/jobs/{job_id}/complete",
                      json={"workerId": "w1", "location": "s3://bucket/rec.mp4", "size": 1234})
     assert done.status_code == 200 and done.json()["job"]["mediaStatus"] == "completed"

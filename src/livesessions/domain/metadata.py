@@ -19,6 +19,13 @@ class MetadataError(ValueError):
     pass
 
 
+def _encode(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError as exc:  # e.g. an integer beyond 64 bits, which JSON parsers disagree on
+        raise MetadataError(f"metadata cannot be stored as JSON: {exc}") from None
+
+
 def room_metadata(value: str | dict[str, Any] | None) -> dict[str, Any] | None:
     if value is None:
         return None
@@ -29,7 +36,7 @@ def room_metadata(value: str | dict[str, Any] | None) -> dict[str, Any] | None:
             raise MetadataError("metadata must be a JSON object or a string holding one") from None
         if not isinstance(value, dict):
             raise MetadataError("metadata must be a JSON object or a string holding one")
-    if len(orjson.dumps(value)) > MAX_ROOM_METADATA_BYTES:
+    if len(_encode(value)) > MAX_ROOM_METADATA_BYTES:
         raise MetadataError(f"metadata must be at most {MAX_ROOM_METADATA_BYTES} bytes as JSON")
     return value
 
@@ -38,7 +45,7 @@ def peer_metadata_text(value: Any) -> str:
     """Peer metadata as kept: a string as given, anything else JSON-encoded."""
     if value is None:
         return ""
-    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    text = value if isinstance(value, str) else _encode(value).decode()
     if len(text.encode()) > MAX_PEER_METADATA_BYTES:
         raise MetadataError(f"peer metadata must be at most {MAX_PEER_METADATA_BYTES} bytes")
     return text

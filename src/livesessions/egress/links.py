@@ -22,4 +22,5 @@ class LinkSigner:
         return hmac.new(self._secret, f"{subject}:{expires_s}".encode(), hashlib.sha256).hexdigest()
 
     def valid(self, subject: str, expires_s: int, signature: str, now_s: int) -> bool:
-        return expires_s >= now_s and hmac.compare_digest(self.signature(subject, expires_s), signature)
+        expected = self.signature(subject, expires_s).encode()
+        return expires_s >= now_s and hmac.compare_digest(expected, signature.encode("utf-8", "replace"))

@@ -33,7 +33,7 @@ class ProgressBody(msgspec.Struct):
 class CompleteBody(msgspec.Struct):
     workerId: WorkerId
     location: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
-    size: Annotated[int, msgspec.Meta(ge=0)]
+    size: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
 STATUSES = ("pending", "claimed", "completed", "cancelled")
