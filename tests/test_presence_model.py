@@ -44,6 +44,9 @@ class PresenceMachine(RuleBasedStateMachine):
         self.connections = 0
         self.ended: set[str] = set()
         self.seen_sessions: set[str] = set()
+        # project -> (listing version, the list then), to check the version
+        # moves whenever the list does (callers cache answers by it)
+        self.listings: dict[str, tuple[int, list]] = {}
 
     def _room(self, key: RoomKey) -> ModelRoom:
         return self.rooms.setdefault(key, ModelRoom())
@@ -136,6 +139,13 @@ class PresenceMachine(RuleBasedStateMachine):
             )
             listed = run(self.presence.live_sessions(project))
             assert [(s.start_time, s.room_id, s.current_peer_count) for s in listed] == expected
+            version = run(self.presence.listing_version(project))
+            shown = [(s.room_id, s.start_time, s.current_peer_count, s.recording_count, s.livestream_count)
+                     for s in listed]
+            previous = self.listings.get(project)
+            if previous is not None and previous[1] != shown:
+                assert version != previous[0], "the list changed but its version did not"
+            self.listings[project] = (version, shown)
             for start, room_id, count in expected:
                 single = run(self.presence.live_session(RoomKey(project, room_id)))
                 assert single is not None and single.current_peer_count == count

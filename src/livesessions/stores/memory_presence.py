@@ -23,8 +23,10 @@ from livesessions.domain.live import (
 )
 
 # A listed room's place in its project's list: oldest session first.
-# A room has one session at a time, so (start_time, room_id) is unique.
-_OrderKey = tuple[int, str]
+# A listed room's place in its project's list, oldest session first, with the
+# item the API shows for it. A room has one session at a time, so (start_time,
+# room_id) is unique and the item is never compared.
+_Listing = tuple[int, str, LiveSession]
 
 
 @dataclass(slots=True)
@@ -43,19 +45,19 @@ class _Room:
     idle_since: int | None = None
     # Locked for the rest of this session by an admin's token option.
     session_locked: bool = False
-    recording_count: int = 0
-    livestream_count: int = 0
-
-    def order_key(self, room_id: str) -> _OrderKey:
-        return (self.start_time, room_id)
+    # What the Live Sessions API shows while the room is listed, kept up to
+    # date in place so a GET only collects these.
+    item: LiveSession | None = None
 
 
 class MemoryPresence:
     def __init__(self, grace_period_ms: int) -> None:
         self._grace_ms = grace_period_ms
         self._rooms: dict[RoomKey, _Room] = {}
-        self._listed: dict[str, list[_OrderKey]] = {}
+        self._listed: dict[str, list[_Listing]] = {}
         self._idle: set[RoomKey] = set()
+        # Bumped on every change a project's list could show.
+        self._versions: dict[str, int] = {}
 
     # --- joins and leaves -------------------------------------------------
 
@@ -97,13 +99,16 @@ class MemoryPresence:
             if room.session_id is None:
                 room.session_id = new_session_id()
                 room.start_time = now
-                room.recording_count = room.livestream_count = 0
+                room.item = LiveSession(key.room_id, now, 0, 0, 0)
                 room.session_locked = False
                 outcome.started_session = True
+            assert room.item is not None
             if room.idle_since is not None or outcome.started_session:
                 room.idle_since = None
                 self._idle.discard(key)
-                bisect.insort(self._listed.setdefault(key.project_id, []), room.order_key(key.room_id))
+                bisect.insort(self._listed.setdefault(key.project_id, []), (room.start_time, key.room_id, room.item))
+            room.item.current_peer_count = len(room.peers)
+            self._changed(key)
             if admission.lock_room and admission.is_admin:
                 room.session_locked = True
 
@@ -125,6 +130,9 @@ class MemoryPresence:
             return None
         del members[peer_id]
         emptied = not was_bot and not room.peers
+        if not was_bot and room.item is not None:
+            room.item.current_peer_count = len(room.peers)
+            self._changed(key)
         if emptied and room.session_id is not None:
             self._unlist(key, room)
             room.idle_since = now
@@ -154,12 +162,13 @@ class MemoryPresence:
     async def count_egress(self, key: RoomKey, kind: str) -> bool:
         """Count a recording or livestream started in the room's live session."""
         room = self._rooms.get(key)
-        if room is None or room.session_id is None or room.idle_since is not None:
+        if room is None or room.item is None or room.idle_since is not None:
             return False
         if kind == "livestream":
-            room.livestream_count += 1
+            room.item.livestream_count += 1
         else:
-            room.recording_count += 1
+            room.item.recording_count += 1
+        self._changed(key)
         return True
 
     # --- reads ------------------------------------------------------------
@@ -170,15 +179,19 @@ class MemoryPresence:
         order = self._listed.get(project_id)
         if not order:
             return []
-        start = 0 if after is None else bisect.bisect_right(order, after)
+        # (start, room_id) sorts before (start, room_id, item): right after it.
+        start = 0 if after is None else _index_after(order, after)
         stop = len(order) if limit is None else start + limit
-        return [self._snapshot(project_id, room_id) for _, room_id in order[start:stop]]
+        return [item for _, _, item in order[start:stop]]
+
+    async def listing_version(self, project_id: str) -> int:
+        return self._versions.get(project_id, 0)
 
     async def live_session(self, key: RoomKey) -> LiveSession | None:
         room = self._rooms.get(key)
         if room is None or not room.peers:
             return None
-        return self._snapshot(key.project_id, key.room_id)
+        return room.item
 
     async def session_of(self, key: RoomKey) -> str | None:
         """The id of the room's live session, if it has peers right now."""
@@ -197,15 +210,8 @@ class MemoryPresence:
 
     # --- internals --------------------------------------------------------
 
-    def _snapshot(self, project_id: str, room_id: str) -> LiveSession:
-        room = self._rooms[RoomKey(project_id, room_id)]
-        return LiveSession(
-            room_id=room_id,
-            start_time=room.start_time,
-            current_peer_count=len(room.peers),
-            livestream_count=room.livestream_count,
-            recording_count=room.recording_count,
-        )
+    def _changed(self, key: RoomKey) -> None:
+        self._versions[key.project_id] = self._versions.get(key.project_id, 0) + 1
 
     def _grace_over(self, room: _Room, now: int) -> bool:
         return room.idle_since is not None and now - room.idle_since >= self._grace_ms
@@ -214,6 +220,7 @@ class MemoryPresence:
         assert room.session_id is not None and room.idle_since is not None
         ended = EndedSession(key=key, session_id=room.session_id, end_time=room.idle_since)
         room.session_id = None
+        room.item = None
         room.idle_since = None
         room.session_locked = False
         self._idle.discard(key)
@@ -221,10 +228,18 @@ class MemoryPresence:
 
     def _unlist(self, key: RoomKey, room: _Room) -> None:
         order = self._listed[key.project_id]
-        del order[bisect.bisect_left(order, room.order_key(key.room_id))]
+        del order[bisect.bisect_left(order, (room.start_time, key.room_id))]
         if not order:
             del self._listed[key.project_id]
 
     def _forget_if_unused(self, key: RoomKey, room: _Room) -> None:
         if not room.peers and not room.bots and room.session_id is None:
             self._rooms.pop(key, None)
+
+
+def _index_after(order: list[_Listing], place: tuple[int, str]) -> int:
+    """Index of the first listing after `place` (a (start_time, room_id))."""
+    index = bisect.bisect_left(order, place)
+    if index < len(order) and order[index][:2] == place:
+        index += 1
+    return index

@@ -31,10 +31,19 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
 
 def register(router: Router, services: Services) -> None:
     presence = services.presence
+    # The whole-list answer, encoded, per project: (listing version, response).
+    # The version changes with every join, leave or count, so this is never stale.
+    answers: dict[str, tuple[int, Response]] = {}
 
     async def list_live_sessions(request: Request) -> Response:
         if not request.query:
-            return JSONResponse({"liveSessions": await presence.live_sessions(request.project_id)})
+            project_id = request.project_id
+            version = await presence.listing_version(project_id)
+            cached = answers.get(project_id)
+            if cached is None or cached[0] != version:
+                body = JSONResponse({"liveSessions": await presence.live_sessions(project_id)})
+                answers[project_id] = cached = (version, body)
+            return cached[1]
         limit = params.integer(request, "limit", None, 1, MAX_PAGE)
         cursor = request.query.get("cursor")
         after = decode_cursor(cursor) if cursor else None
