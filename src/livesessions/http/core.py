@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
@@ -212,11 +213,12 @@ class Route:
     pattern: str
     handler: Handler
     auth: Auth
-    segments: tuple[str, ...] = field(default=())
+    regex: re.Pattern[str] | None = None
 
 
 class Router:
-    """Fixed paths by dict lookup; paths with `{param}` segments by matching."""
+    """Fixed paths by dict lookup; paths with `{param}` segments by a regex,
+    among the routes with as many segments."""
 
     def __init__(self) -> None:
         self._fixed: dict[str, list[Route]] = {}
@@ -225,11 +227,11 @@ class Router:
 
     def add(self, methods: str | tuple[str, ...], pattern: str, handler: Handler, auth: Auth = "api_key") -> None:
         methods = (methods,) if isinstance(methods, str) else methods
-        segments = tuple(pattern.strip("/").split("/"))
-        route = Route(frozenset(methods), pattern, handler, auth, segments)
+        patterned = "{" in pattern
+        route = Route(frozenset(methods), pattern, handler, auth, _path_regex(pattern) if patterned else None)
         self.routes.append(route)
-        if "{" in pattern:
-            self._patterned.setdefault(len(segments), []).append(route)
+        if patterned:
+            self._patterned.setdefault(pattern.count("/"), []).append(route)
         else:
             self._fixed.setdefault(pattern, []).append(route)
 
@@ -241,29 +243,24 @@ class Router:
                 if method in route.methods:
                     return route, {}
             raise _not_allowed(candidates)
-        parts = path.strip("/").split("/")
         allowed: list[Route] = []
-        for route in self._patterned.get(len(parts), ()):
-            params = _match_segments(route.segments, parts)
-            if params is not None:
+        for route in self._patterned.get(path.count("/"), ()):
+            found = route.regex.fullmatch(path)  # type: ignore[union-attr]
+            if found is not None:
                 if method in route.methods:
-                    return route, params
+                    return route, found.groupdict()
                 allowed.append(route)
         if allowed:
             raise _not_allowed(allowed)
         raise error_message(404, "Not Found")
 
 
-def _match_segments(pattern: tuple[str, ...], parts: list[str]) -> dict[str, str] | None:
-    params: dict[str, str] = {}
-    for expected, actual in zip(pattern, parts):
-        if expected.startswith("{"):
-            if not actual:
-                return None
-            params[expected[1:-1]] = actual
-        elif expected != actual:
-            return None
-    return params
+def _path_regex(pattern: str) -> re.Pattern[str]:
+    """`/a/{name}/b` matches `/a/<one non-empty segment>/b`, captured as `name`."""
+    parts = [
+        f"(?P<{part[1:-1]}>[^/]+)" if part.startswith("{") else re.escape(part) for part in pattern.split("/")
+    ]
+    return re.compile("/".join(parts))
 
 
 def _not_allowed(routes: list[Route]) -> HTTPError:
