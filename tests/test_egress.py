@@ -316,3 +316,21 @@ def test_a_crash_mid_recording_keeps_what_was_written(fresh_server: Server) -> N
     assert all(not j["active"] and j["stoppedAt"] >= j["startedAt"] for j in cancelled)
 
 
+
+
+def test_recordings_page_with_a_cursor(proj: Project) -> None:
+    room = proj.create_room()
+    peer = proj.join(room)
+    ids = []
+    for _ in range(3):
+        ids.append(start(proj, room).json()["id"])
+        proj.post(STOP, json={"roomId": room})
+    first = proj.get("/api/v2/sdk/recordings", params={"sessionId": peer.session_id, "limit": 2}).json()
+    assert [r["id"] for r in first["recordings"]] == ids[::-1][:2]
+    rest = proj.get("/api/v2/sdk/recordings", params={"sessionId": peer.session_id, "limit": 2,
+                                                      "cursor": first["nextCursor"]}).json()
+    assert [r["id"] for r in rest["recordings"]] == ids[:1] and rest["nextCursor"] is None
+    assert proj.get("/api/v2/sdk/recordings", params={"sessionId": "ses_other"}).json()["recordings"] == []
+    for bad in ({"limit": 0}, {"cursor": "x"}):
+        assert proj.get("/api/v2/sdk/recordings", params=bad).status_code == 400
+    peer.close()
