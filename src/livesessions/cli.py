@@ -18,6 +18,7 @@ from livesessions.clock import now_ms
 from livesessions.config import Settings
 
 DEFAULT_DATA_DIR = "livesessions-data"
+DEFAULTS = Settings()
 
 
 class CommandError(Exception):
@@ -34,13 +35,27 @@ def _data_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive(text: str) -> float:
+def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
     return value
 
 
@@ -63,24 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser("serve", help="run the service", description="Run the HTTP and WebSocket service.")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
+    serve.add_argument("--host", default=DEFAULTS.host, help=f"address to listen on (default: {DEFAULTS.host})")
+    serve.add_argument("--port", type=int, default=DEFAULTS.port, help=f"port to listen on (default: {DEFAULTS.port})")
     _data_dir(serve)
     serve.add_argument(
-        "--grace-period", type=_positive, default=10.0, metavar="SECONDS",
-        help="a room whose last peer left keeps its session if someone rejoins within this time (default: 10)",
+        "--grace-period", type=_positive, default=DEFAULTS.grace_period, metavar="SECONDS",
+        help="a room whose last peer left keeps its session if someone rejoins within this time (default: %(default)g)",
     )
     serve.add_argument(
-        "--ping-interval", type=_positive, default=10.0, metavar="SECONDS",
-        help="how often peers are pinged (default: 10)",
+        "--ping-interval", type=_positive, default=DEFAULTS.ping_interval, metavar="SECONDS",
+        help="how often peers are pinged (default: %(default)g)",
     )
     serve.add_argument(
-        "--ping-timeout", type=_positive, default=10.0, metavar="SECONDS",
-        help="a peer that does not answer a ping within this time is removed (default: 10)",
+        "--ping-timeout", type=_positive, default=DEFAULTS.ping_timeout, metavar="SECONDS",
+        help="a peer that does not answer a ping within this time is removed (default: %(default)g)",
     )
     serve.add_argument(
-        "--worker-lease", type=_positive, default=30.0, metavar="SECONDS",
-        help="a media worker silent for this long loses its claimed job to the queue (default: 30)",
+        "--worker-lease", type=_positive, default=DEFAULTS.worker_lease, metavar="SECONDS",
+        help="a media worker silent for this long loses its claimed job to the queue (default: %(default)g)",
     )
     serve.add_argument(
         "--public-url", default=None, metavar="URL",
@@ -88,16 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: taken from each request's Host header)",
     )
     serve.add_argument(
-        "--rate-limit", type=float, default=100.0, metavar="PER_SECOND",
-        help="requests a second each API key may make on average; 0 turns limits off (default: 100)",
+        "--rate-limit", type=_non_negative, default=DEFAULTS.rate_limit, metavar="PER_SECOND",
+        help="requests a second each API key may make on average; 0 turns limits off (default: %(default)g)",
     )
     serve.add_argument(
-        "--rate-burst", type=_positive, default=200.0, metavar="REQUESTS",
-        help="how many requests an API key may make at once above its rate (default: 200)",
+        "--rate-burst", type=_positive, default=DEFAULTS.rate_burst, metavar="REQUESTS",
+        help="how many requests an API key may make at once above its rate (default: %(default)g)",
     )
     serve.add_argument(
-        "--sign-ins-per-minute", type=_positive, default=20.0, metavar="N",
-        help="wallet sign-in attempts allowed per minute, per wallet and per client address (default: 20)",
+        "--sign-ins-per-minute", type=_positive, default=DEFAULTS.sign_ins_per_minute, metavar="N",
+        help="wallet sign-in attempts allowed per minute, per wallet and per client address (default: %(default)g)",
     )
     serve.add_argument(
         "--siwe-domain", default=None, metavar="HOST",
@@ -108,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the URI sign-in messages must name, behind a proxy (default: http(s)://<the request's host>)",
     )
     serve.add_argument(
-        "--chain-ids", type=_chain_ids, default=frozenset({1}), metavar="IDS",
+        "--chain-ids", type=_chain_ids, default=DEFAULTS.chain_ids, metavar="IDS",
         help="comma-separated chain ids sign-in messages may name (default: 1)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
