@@ -1,8 +1,11 @@
 """The OpenAPI document: valid OpenAPI 3.1, in step with the router, and true
 to what a real running server answers (checked by schemathesis).
 
-Self-contained on purpose: it starts its own `livesessions serve` (with its own
-data directory and API key) and relies on no shared fixture.
+The running servers are conftest's `Server`: one for the module (rate limits
+off, seeded with rooms, live peers and egress jobs) and a strict one for the
+rate-limit answers. `ApiClient` sends requests exactly as given (raw bodies,
+any headers, with or without the key) and reads answers of any content type,
+which the documented-answer checks need and conftest's `Project` does not give.
 """
 
 from __future__ import annotations
@@ -10,15 +13,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +27,20 @@ import jsonschema_rs
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from websockets.sync.client import ClientConnection, connect
 
+from conftest import Peer, Server, eventually
 from livesessions.app import LiveSessionsApp
 from livesessions.config import Settings
 from livesessions.http.openapi import openapi_document
 from livesessions.services import build_services
 
-BIN = Path(sys.executable).parent
+SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 SDK = "/api/v2/sdk"
-WALLET = "0x" + "ab12" * 10
+# For every server here: warnings and worse only in its log (which the
+# schemathesis test reads for tracebacks), and the service's own ping pace
+# (10 s) rather than conftest's 0.5 s, as the seeded peers stay connected
+# through the whole module.
+SERVER_OPTIONS = {"log-level": "warning", "ping-interval": 10, "ping-timeout": 10}
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 SCHEMATHESIS_CHECKS = [
     "not_a_server_error",
@@ -177,11 +182,17 @@ class Reply:
 
 
 @dataclass
-class Server:
-    base_url: str
+class ApiClient:
+    """Requests to a running conftest `Server`, with `api_key` unless told not to."""
+
+    server: Server
     api_key: str
-    log_path: Path
-    peers: ExitStack
+    peers: ExitStack = field(default_factory=ExitStack)  # WebSocket peers kept connected
+
+    @property
+    def log_path(self) -> Path:
+        """The server's log (where conftest's `Server` writes it)."""
+        return Path(self.server.log.name)
 
     def request(
         self,
@@ -198,7 +209,7 @@ class Server:
         if key:
             sent["x-api-key"] = self.api_key
         sent.update(headers or {})
-        request = urllib.request.Request(self.base_url + path, data=data, method=method, headers=sent)
+        request = urllib.request.Request(self.server.base + path, data=data, method=method, headers=sent)
         try:
             response = urllib.request.urlopen(request, timeout=10)
         except urllib.error.HTTPError as exc:
@@ -209,14 +220,11 @@ class Server:
             is_json = got.get("content-type") == "application/json" and answer
             return Reply(response.status, got, json.loads(answer) if is_json else answer)
 
-    def join(self, room_id: str, role: str) -> tuple[ClientConnection, dict[str, Any]]:
-        """A peer connected to the room over the WebSocket, and its `joined` message."""
+    def join(self, room_id: str, role: str) -> Peer:
+        """A peer connected to the room over the WebSocket."""
         reply = self.request("POST", f"{SDK}/create-peer-token", {"roomId": room_id, "role": role})
         assert reply.status == 200, reply
-        ws = connect(f"ws{self.base_url[4:]}/ws?token={reply.body['token']}", open_timeout=10)
-        joined = json.loads(ws.recv(timeout=10))
-        assert joined["type"] == "joined", joined
-        return ws, joined
+        return Peer.connect(self.server, reply.body["token"])
 
     def sign_in(self) -> Reply:
         """A new wallet signs in (EIP-4361): its own project, its first API key."""
@@ -230,65 +238,18 @@ class Server:
         return reply
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_until_up(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"the server did not come up:\n{log_path.read_text()}")
-
-
-@contextmanager
-def _serve(root: Path, *options: str) -> Iterator[Server]:
-    """`livesessions serve` on a free port with its own data directory and an
-    API key made beforehand with `livesessions keys create`; stopped after."""
-    data_dir = root / "data"
-    created = subprocess.run(
-        [str(BIN / "livesessions"), "keys", "create", "--wallet", WALLET, "--data-dir", str(data_dir), "--json"],
-        capture_output=True, check=True, timeout=30,
-    )
-    api_key = json.loads(created.stdout)["apiKey"]
-    port = _free_port()
-    log_path = root / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [str(BIN / "livesessions"), "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--data-dir", str(data_dir), "--log-level", "warning", *options],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-    try:
-        base_url = f"http://127.0.0.1:{port}"
-        _wait_until_up(f"{base_url}{SDK}", process, log_path)
-        with ExitStack() as peers:
-            yield Server(base_url, api_key, log_path, peers)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiClient]:
     # Rate limits off: schemathesis should reach the routes, not the limiter
     # (whose answers test_rate_limit_answers_are_documented checks).
-    with _serve(tmp_path_factory.mktemp("openapi-server"), "--grace-period", "0.2", "--rate-limit", "0",
-                "--sign-ins-per-minute", "1000000") as running:
-        yield running
+    options = {"grace-period": 0.2, "rate-limit": 0, "sign-ins-per-minute": 1000000}
+    server = Server(tmp_path_factory.mktemp("openapi-server") / "data", **SERVER_OPTIONS, **options).start()
+    try:
+        client = ApiClient(server, server.create_key())
+        with client.peers:  # the peers leave before the server stops
+            yield client
+    finally:
+        server.stop()
 
 
 @dataclass
@@ -306,7 +267,7 @@ class Seeds:
 
 
 @pytest.fixture(scope="module")
-def seeds(server: Server) -> Seeds:
+def seeds(api: ApiClient) -> Seeds:
     """Rooms of every kind the routes care about: plain, locked, with metadata
     (given as an object and as a string), live right now (peers and a bot stay
     connected until the server stops), with a finished session; and egress
@@ -314,28 +275,28 @@ def seeds(server: Server) -> Seeds:
     recording still going on (their media parts claimable by workers)."""
     room_ids = []
     for body in ({}, {"roomLocked": True}, {"metadata": {"title": "standup", "n": 3}}, {"metadata": '{"a": [1]}'}):
-        reply = server.request("POST", f"{SDK}/rooms/create-room", body)
+        reply = api.request("POST", f"{SDK}/rooms/create-room", body)
         assert reply.status == 201, reply
         room_ids.append(reply.body["data"]["roomId"])
     live_room, ended_room = room_ids[0], room_ids[2]
 
-    ws, joined = server.join(ended_room, "speaker")
-    ended_session = joined["sessionId"]
-    ws.close()
-    joins = [server.join(live_room, role) for role in ("host", "guest", "bot")]
+    leaving = api.join(ended_room, "speaker")
+    ended_session = leaving.session_id
+    leaving.close()
+    joins = [api.join(live_room, role) for role in ("host", "guest", "bot")]
     other_live_room = room_ids[3]
-    joins.append(server.join(other_live_room, "speaker"))
-    for ws, _ in joins:
-        server.peers.enter_context(ws)
+    joins.append(api.join(other_live_room, "speaker"))
+    for peer in joins:
+        api.peers.enter_context(peer.ws)
 
     def start(room_id: str, kind: str) -> dict[str, Any]:
-        token = server.request("POST", f"{SDK}/create-peer-token", {"roomId": room_id}).body["token"]
-        reply = server.request("POST", "/api/v1/recording/start", {"roomId": room_id, "token": token, "type": kind})
+        token = api.request("POST", f"{SDK}/create-peer-token", {"roomId": room_id}).body["token"]
+        reply = api.request("POST", "/api/v1/recording/start", {"roomId": room_id, "token": token, "type": kind})
         assert reply.status == 200, reply
         return reply.body
 
     def stop(room_id: str, kind: str) -> None:
-        reply = server.request("POST", "/api/v1/recording/stop", {"roomId": room_id, "type": kind})
+        reply = api.request("POST", "/api/v1/recording/stop", {"roomId": room_id, "type": kind})
         assert reply.status == 200, reply
 
     finished_recording = start(live_room, "recording")
@@ -345,19 +306,19 @@ def seeds(server: Server) -> Seeds:
     stop(other_live_room, "livestream")
     active_recording = start(other_live_room, "recording")
 
-    deadline = time.monotonic() + 10  # the grace period (0.2 s) runs out
-    while True:
-        reply = server.request("GET", f"{SDK}/rooms/session-details?roomId={ended_room}")
+    def session_ended() -> bool:
+        reply = api.request("GET", f"{SDK}/rooms/session-details?roomId={ended_room}")
         assert reply.status == 200, reply
-        if reply.body["sessions"] and reply.body["sessions"][0]["endTime"] is not None:
-            break
-        assert time.monotonic() < deadline, f"the session of {ended_room} never ended: {reply}"
-        time.sleep(0.05)
+        sessions = reply.body["sessions"]
+        return bool(sessions) and sessions[0]["endTime"] is not None
+
+    # The grace period (0.2 s) runs out.
+    assert eventually(session_ended, timeout=10), f"the session of {ended_room} never ended"
     # Another wallet's account session (so that revoking its keys never touches
     # the key the run uses), with keys of its own to read and revoke.
-    account = server.sign_in().body
+    account = api.sign_in().body
     bearer = {"authorization": f"Bearer {account['token']}"}
-    key_ids = [server.request("POST", "/api/v2/keys", {"name": f"k{i}"}, headers=bearer, key=False).body["id"]
+    key_ids = [api.request("POST", "/api/v2/keys", {"name": f"k{i}"}, headers=bearer, key=False).body["id"]
                for i in range(3)]
     return Seeds(
         bearer_token=account["token"],
@@ -365,7 +326,7 @@ def seeds(server: Server) -> Seeds:
         room_ids=room_ids,
         live_room_id=live_room,
         ended_room_id=ended_room,
-        session_ids=[ended_session, joins[0][1]["sessionId"], joins[3][1]["sessionId"]],
+        session_ids=[ended_session, joins[0].session_id, joins[3].session_id],
         finished_recording_id=finished_recording["id"],
         active_livestream_playback_url=active_livestream["playbackUrl"],
         ended_livestream_playback_url=ended_livestream["playbackUrl"],
@@ -373,18 +334,18 @@ def seeds(server: Server) -> Seeds:
     )
 
 
-def test_served_document_is_the_document(server: Server) -> None:
-    reply = server.request("GET", "/openapi.json", key=False)
+def test_served_document_is_the_document(api: ApiClient) -> None:
+    reply = api.request("GET", "/openapi.json", key=False)
     assert reply.status == 200
     assert reply.headers["content-type"] == "application/json"
     assert reply.body == json.loads(json.dumps(openapi_document()))
 
 
-def test_core_answers_are_documented(server: Server, seeds: Seeds) -> None:
+def test_core_answers_are_documented(api: ApiClient, seeds: Seeds) -> None:
     live = f"{SDK}/live-sessions/{{roomId}}"
     # x-sdk-version switches `liveSessions` from a one-item list to one object.
-    plain = server.request("GET", f"{SDK}/live-sessions/{seeds.live_room_id}")
-    sdk = server.request("GET", f"{SDK}/live-sessions/{seeds.live_room_id}", headers={"x-sdk-version": "2.6.0"})
+    plain = api.request("GET", f"{SDK}/live-sessions/{seeds.live_room_id}")
+    sdk = api.request("GET", f"{SDK}/live-sessions/{seeds.live_room_id}", headers={"x-sdk-version": "2.6.0"})
     assert plain.status == sdk.status == 200
     assert isinstance(plain.body["liveSessions"], list) and len(plain.body["liveSessions"]) == 1
     assert sdk.body["liveSessions"] == plain.body["liveSessions"][0]
@@ -392,69 +353,69 @@ def test_core_answers_are_documented(server: Server, seeds: Seeds) -> None:
     _assert_documented(live, "get", 200, plain.body)
     _assert_documented(live, "get", 200, sdk.body)
     # nextCursor only on paged requests.
-    everything = server.request("GET", f"{SDK}/live-sessions")
-    paged = server.request("GET", f"{SDK}/live-sessions?limit=1")
+    everything = api.request("GET", f"{SDK}/live-sessions")
+    paged = api.request("GET", f"{SDK}/live-sessions?limit=1")
     assert "nextCursor" not in everything.body and "nextCursor" in paged.body
     _assert_documented(f"{SDK}/live-sessions", "get", 200, everything.body)
     _assert_documented(f"{SDK}/live-sessions", "get", 200, paged.body)
     # exitTime only once the peer has left.
-    sessions = server.request("GET", f"{SDK}/rooms/session-details?roomId={seeds.ended_room_id}").body["sessions"]
-    ended = server.request("GET", f"{SDK}/rooms/participant-list?sessionId={sessions[0]['sessionId']}")
-    ongoing = server.request("GET", f"{SDK}/rooms/participant-list?sessionId={seeds.session_ids[1]}")
+    sessions = api.request("GET", f"{SDK}/rooms/session-details?roomId={seeds.ended_room_id}").body["sessions"]
+    ended = api.request("GET", f"{SDK}/rooms/participant-list?sessionId={sessions[0]['sessionId']}")
+    ongoing = api.request("GET", f"{SDK}/rooms/participant-list?sessionId={seeds.session_ids[1]}")
     assert all("exitTime" in p for p in ended.body["participants"])
     assert not any("exitTime" in p for p in ongoing.body["participants"])
     for reply in (ended, ongoing):
         _assert_documented(f"{SDK}/rooms/participant-list", "get", 200, reply.body)
 
     create = f"{SDK}/rooms/create-room"
-    too_big = server.request("POST", create, raw=b'{"metadata": "' + b"x" * 70_000 + b'"}')
+    too_big = api.request("POST", create, raw=b'{"metadata": "' + b"x" * 70_000 + b'"}')
     assert too_big.status == 413
     _assert_documented(create, "post", 413, too_big.body)
-    not_json = server.request("POST", create, raw=b"{}", headers={"content-type": "text/plain"})
+    not_json = api.request("POST", create, raw=b"{}", headers={"content-type": "text/plain"})
     assert not_json.status == 415
     _assert_documented(create, "post", 415, not_json.body)
-    malformed = server.request("POST", create, raw=b'{"roomLocked": tru')
+    malformed = api.request("POST", create, raw=b'{"roomLocked": tru')
     assert malformed.status == 400
     _assert_documented(create, "post", 400, malformed.body)
-    empty = server.request("POST", f"{SDK}/create-peer-token", raw=b"")
+    empty = api.request("POST", f"{SDK}/create-peer-token", raw=b"")
     assert empty.status == 400
     _assert_documented(f"{SDK}/create-peer-token", "post", 400, empty.body)
-    invalid = server.request("POST", f"{SDK}/create-peer-token", {"roomId": 5, "ttl": 0})
+    invalid = api.request("POST", f"{SDK}/create-peer-token", {"roomId": 5, "ttl": 0})
     assert invalid.status == 400
     _assert_documented(f"{SDK}/create-peer-token", "post", 400, invalid.body)
 
     # A path parameter holding a `/` changes the path's shape: the router's 404.
-    odd = server.request("GET", f"{SDK}/rooms/room-details/abc%2Fdefg")
+    odd = api.request("GET", f"{SDK}/rooms/room-details/abc%2Fdefg")
     assert odd.status == 404
     _assert_documented(f"{SDK}/rooms/room-details/{{roomId}}", "get", 404, odd.body)
     # A known path with another method: 405 with Allow.
-    wrong = server.request("DELETE", f"{SDK}/rooms/metadata/{seeds.room_ids[0]}")
+    wrong = api.request("DELETE", f"{SDK}/rooms/metadata/{seeds.room_ids[0]}")
     assert wrong.status == 405 and wrong.headers["allow"] == "GET, POST"
     method_not_allowed = openapi_document()["components"]["responses"]["MethodNotAllowed"]
     assert jsonschema_rs.validator_for(method_not_allowed["content"]["application/json"]["schema"]).is_valid(
         wrong.body
     )
     # No key: 401, on every authenticated operation alike.
-    unauthorized = server.request("GET", f"{SDK}/metrics", key=False)
+    unauthorized = api.request("GET", f"{SDK}/metrics", key=False)
     assert unauthorized.status == 401
     _assert_documented(f"{SDK}/metrics", "get", 401, unauthorized.body)
 
 
-def test_egress_answers_are_documented(server: Server, seeds: Seeds) -> None:
-    status = server.request("GET", f"/api/v1/recording/status?roomId={seeds.live_room_id}")
+def test_egress_answers_are_documented(api: ApiClient, seeds: Seeds) -> None:
+    status = api.request("GET", f"/api/v1/recording/status?roomId={seeds.live_room_id}")
     assert status.status == 200 and status.body["status"] == "ongoing" and "playbackUrl" in status.body
     _assert_documented("/api/v1/recording/status", "get", 200, status.body)
-    idle = server.request("GET", f"/api/v1/recording/status?roomId={seeds.ended_room_id}")
+    idle = api.request("GET", f"/api/v1/recording/status?roomId={seeds.ended_room_id}")
     assert idle.body == {"status": "stopped"}
     _assert_documented("/api/v1/recording/status", "get", 200, idle.body)
-    nothing = server.request("POST", "/api/v1/recording/stop", {"roomId": seeds.ended_room_id})
+    nothing = api.request("POST", "/api/v1/recording/stop", {"roomId": seeds.ended_room_id})
     assert nothing.status == 404
     _assert_documented("/api/v1/recording/stop", "post", 404, nothing.body)
-    bad_token = server.request("POST", "/api/v1/recording/start", {"roomId": seeds.ended_room_id, "token": "x"})
+    bad_token = api.request("POST", "/api/v1/recording/start", {"roomId": seeds.ended_room_id, "token": "x"})
     assert bad_token.status == 401
     _assert_documented("/api/v1/recording/start", "post", 401, bad_token.body)
 
-    recordings = server.request("GET", f"{SDK}/recordings")
+    recordings = api.request("GET", f"{SDK}/recordings")
     assert recordings.status == 200
     _assert_documented(f"{SDK}/recordings", "get", 200, recordings.body)
     (recording,) = [r for r in recordings.body["recordings"] if r["id"] == seeds.finished_recording_id]
@@ -464,29 +425,29 @@ def test_egress_answers_are_documented(server: Server, seeds: Seeds) -> None:
     timeline = download.read()
     assert len(timeline) == int(download.headers["content-length"]) == recording["recordingSize"] > 0
     assert all(set(json.loads(line)) == {"t", "event"} for line in timeline.splitlines())
-    forged = server.request("GET", f"/api/v1/recordings/{recording['id']}/download?expires=1&signature=00", key=False)
+    forged = api.request("GET", f"/api/v1/recordings/{recording['id']}/download?expires=1&signature=00", key=False)
     assert forged.status == 403
     _assert_documented("/api/v1/recordings/{jobId}/download", "get", 403, forged.body)
 
     playback = "/" + seeds.active_livestream_playback_url.split("/", 3)[3]
-    with urllib.request.urlopen(server.base_url + playback, timeout=10) as stream:
+    with urllib.request.urlopen(api.server.base + playback, timeout=10) as stream:
         assert stream.status == 200
         assert stream.headers["content-type"] == "text/event-stream"
         assert stream.readline().startswith(b":")
-    ended = server.request("GET", "/" + seeds.ended_livestream_playback_url.split("/", 3)[3], key=False)
+    ended = api.request("GET", "/" + seeds.ended_livestream_playback_url.split("/", 3)[3], key=False)
     assert ended.status == 410
     _assert_documented("/live/{playbackId}", "get", 410, ended.body)
-    unknown = server.request("GET", "/live/nothing-here", key=False)
+    unknown = api.request("GET", "/live/nothing-here", key=False)
     assert unknown.status == 404
     _assert_documented("/live/{playbackId}", "get", 404, unknown.body)
 
-    jobs = server.request("GET", "/api/v1/workers/jobs?status=pending")
+    jobs = api.request("GET", "/api/v1/workers/jobs?status=pending")
     assert jobs.status == 200 and jobs.body["jobs"]
     _assert_documented("/api/v1/workers/jobs", "get", 200, jobs.body)
-    bad_status = server.request("GET", "/api/v1/workers/jobs?status=lost")
+    bad_status = api.request("GET", "/api/v1/workers/jobs?status=lost")
     assert bad_status.status == 400
     _assert_documented("/api/v1/workers/jobs", "get", 400, bad_status.body)
-    missing = server.request("POST", "/api/v1/workers/jobs/job_00/claim", {"workerId": "w"})
+    missing = api.request("POST", "/api/v1/workers/jobs/job_00/claim", {"workerId": "w"})
     assert missing.status == 404
     _assert_documented("/api/v1/workers/jobs/{jobId}/claim", "post", 404, missing.body)
 
@@ -501,47 +462,50 @@ def test_egress_answers_are_documented(server: Server, seeds: Seeds) -> None:
         ("complete", {"workerId": "edge", "location": "s3://b/k", "size": 12}, 200),
         ("progress", {"workerId": "edge", "progress": 1}, 409),
     ):
-        reply = server.request("POST", f"{job}/{step}", body)
+        reply = api.request("POST", f"{job}/{step}", body)
         assert reply.status == answer, (step, body, reply)
         _assert_documented(f"/api/v1/workers/jobs/{{jobId}}/{step}", "post", answer, reply.body)
 
 
-def test_account_answers_are_documented(server: Server, seeds: Seeds) -> None:
-    page = server.request("GET", "/connect", key=False)
+def test_account_answers_are_documented(api: ApiClient, seeds: Seeds) -> None:
+    page = api.request("GET", "/connect", key=False)
     assert page.status == 200 and page.headers["content-type"].startswith("text/html")
-    nonce = server.request("GET", "/api/v2/auth/nonce", key=False)
+    nonce = api.request("GET", "/api/v2/auth/nonce", key=False)
     assert nonce.status == 200 and set(nonce.body) == {"nonce"}
     _assert_documented("/api/v2/auth/nonce", "get", 200, nonce.body)
-    bad_address = server.request("GET", "/api/v2/auth/nonce?address=0x12", key=False)
+    bad_address = api.request("GET", "/api/v2/auth/nonce?address=0x12", key=False)
     assert bad_address.status == 400
     _assert_documented("/api/v2/auth/nonce", "get", 400, bad_address.body)
 
-    first = server.sign_in()
+    first = api.sign_in()
     assert "apiKey" in first.body
     _assert_documented("/api/v2/auth/verify", "post", 200, first.body)
-    forged = server.request("POST", "/api/v2/auth/verify", {"message": "hello", "signature": "0x00"}, key=False)
+    forged = api.request("POST", "/api/v2/auth/verify", {"message": "hello", "signature": "0x00"}, key=False)
     assert forged.status == 400
     _assert_documented("/api/v2/auth/verify", "post", 400, forged.body)
 
     bearer = {"authorization": f"Bearer {first.body['token']}"}
-    created = server.request("POST", "/api/v2/keys", {"name": "ci"}, headers=bearer, key=False)
+    created = api.request("POST", "/api/v2/keys", {"name": "ci"}, headers=bearer, key=False)
     assert created.status == 201
     _assert_documented("/api/v2/keys", "post", 201, created.body)
-    listed = server.request("GET", "/api/v2/keys", headers=bearer, key=False)
+    listed = api.request("GET", "/api/v2/keys", headers=bearer, key=False)
     assert listed.status == 200 and len(listed.body["keys"]) == 2
     _assert_documented("/api/v2/keys", "get", 200, listed.body)
-    revoked = server.request("DELETE", f"/api/v2/keys/{created.body['id']}", headers=bearer, key=False)
+    revoked = api.request("DELETE", f"/api/v2/keys/{created.body['id']}", headers=bearer, key=False)
     assert revoked.status == 204 and revoked.body == b""
-    again = server.request("DELETE", f"/api/v2/keys/{created.body['id']}", headers=bearer, key=False)
+    again = api.request("DELETE", f"/api/v2/keys/{created.body['id']}", headers=bearer, key=False)
     assert again.status == 404
     _assert_documented("/api/v2/keys/{keyId}", "delete", 404, again.body)
-    anonymous = server.request("GET", "/api/v2/keys", key=False)
+    anonymous = api.request("GET", "/api/v2/keys", key=False)
     assert anonymous.status == 401 and anonymous.headers["www-authenticate"] == "Bearer"
     _assert_documented("/api/v2/keys", "get", 401, anonymous.body)
 
 
 def test_rate_limit_answers_are_documented(tmp_path: Path) -> None:
-    with _serve(tmp_path, "--rate-limit", "0.01", "--rate-burst", "1", "--sign-ins-per-minute", "1") as strict:
+    options = {"rate-limit": 0.01, "rate-burst": 1, "sign-ins-per-minute": 1}
+    server = Server(tmp_path / "data", **SERVER_OPTIONS, **options).start()
+    try:
+        strict = ApiClient(server, server.create_key())
         assert strict.request("GET", f"{SDK}/metrics").status == 200
         limited = strict.request("GET", f"{SDK}/metrics")
         assert limited.status == 429 and int(limited.headers["retry-after"]) >= 1
@@ -550,6 +514,8 @@ def test_rate_limit_answers_are_documented(tmp_path: Path) -> None:
         sign_ins = strict.request("GET", "/api/v2/auth/nonce", key=False)
         assert sign_ins.status == 429 and int(sign_ins.headers["retry-after"]) >= 1
         _assert_documented("/api/v2/auth/nonce", "get", 429, sign_ins.body)
+    finally:
+        server.stop()
 
 
 def _schemathesis_config(seeds: Seeds) -> str:
@@ -584,13 +550,13 @@ values = {json.dumps(seeds.key_ids)}
 """
 
 
-def test_schemathesis_against_running_server(server: Server, seeds: Seeds, tmp_path: Path) -> None:
+def test_schemathesis_against_running_server(api: ApiClient, seeds: Seeds, tmp_path: Path) -> None:
     config = tmp_path / "schemathesis.toml"
     config.write_text(_schemathesis_config(seeds))
     events = tmp_path / "events.ndjson"
     command = [
-        str(BIN / "schemathesis"), "--config-file", str(config), "run", f"{server.base_url}/openapi.json",
-        "--header", f"x-api-key: {server.api_key}",
+        str(SCHEMATHESIS), "--config-file", str(config), "run", f"{api.server.base}/openapi.json",
+        "--header", f"x-api-key: {api.api_key}",
         "--checks", ",".join(SCHEMATHESIS_CHECKS),
         "--phases", "examples,coverage,fuzzing,stateful",
         "--max-examples", SCHEMATHESIS_EXAMPLES,
@@ -604,18 +570,18 @@ def test_schemathesis_against_running_server(server: Server, seeds: Seeds, tmp_p
     ]
     env = {
         **os.environ,
-        "LIVESESSIONS_TEST_API_KEY": server.api_key,
+        "LIVESESSIONS_TEST_API_KEY": api.api_key,
         "LIVESESSIONS_TEST_BEARER": seeds.bearer_token,
         # Only 127.0.0.1 is ever spoken to: never through a proxy.
         "NO_PROXY": "*", "no_proxy": "*",
         "HTTP_PROXY": "", "HTTPS_PROXY": "", "http_proxy": "", "https_proxy": "", "ALL_PROXY": "", "all_proxy": "",
         "COLUMNS": "160",
     }
-    log_before = server.log_path.stat().st_size  # only what this run provokes counts
+    log_before = api.log_path.stat().st_size  # only what this run provokes counts
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     output = result.stdout + result.stderr
     print(output)  # shown by pytest -s, or with the failure
-    with open(server.log_path, encoding="utf-8", errors="replace") as log:
+    with open(api.log_path, encoding="utf-8", errors="replace") as log:
         log.seek(log_before)
         server_log = log.read()
     assert result.returncode == 0, f"schemathesis found problems:\n{output}\n--- server log ---\n{server_log}"
