@@ -16,10 +16,6 @@ class RateLimiter:
         self._max_keys = max_keys
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
 
-    @property
-    def enabled(self) -> bool:
-        return self.rate > 0
-
     def acquire(self, key: str) -> float:
         """0 if the request may go ahead; else seconds until it could."""
         if self.rate <= 0:

@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 
+from livesessions.domain.permissions import BOT_ROLE
+
 
 class PeerPresence(msgspec.Struct, rename="camel"):
     """A connected peer as other peers and the participants route see it."""
@@ -47,7 +49,7 @@ class Admission:
 
     @property
     def is_bot(self) -> bool:
-        return self.peer.role == "bot"
+        return self.peer.role == BOT_ROLE
 
     @property
     def is_admin(self) -> bool:

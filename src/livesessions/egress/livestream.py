@@ -31,10 +31,6 @@ class Broadcast:
     def unwatch(self, queue: asyncio.Queue[bytes]) -> None:
         self._viewers.discard(queue)
 
-    @property
-    def viewer_count(self) -> int:
-        return len(self._viewers)
-
     def publish(self, event: bytes) -> None:
         frame = b"data: " + event + b"\n\n"
         for queue in list(self._viewers):

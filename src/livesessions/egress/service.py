@@ -16,7 +16,7 @@ from livesessions.auth.peer_tokens import InvalidPeerToken, PeerTokenSigner
 from livesessions.clock import Clock
 from livesessions.domain.egress import EgressError, EgressJob, EgressType
 from livesessions.domain.live import Admission, EndedSession, PeerPresence, RoomKey
-from livesessions.domain.permissions import resolve_permissions
+from livesessions.domain.permissions import BOT_ROLE, resolve_permissions
 from livesessions.egress import timeline
 from livesessions.egress.livestream import Broadcast
 from livesessions.egress.timeline import TimelineFile
@@ -24,7 +24,7 @@ from livesessions.realtime.hub import Connection
 from livesessions.realtime.membership import Membership
 from livesessions.stores.base import Presence, Store
 
-BOT_PERMISSIONS = resolve_permissions("bot", None)
+BOT_PERMISSIONS = resolve_permissions(BOT_ROLE, None)
 
 
 @dataclass(eq=False)
@@ -119,10 +119,10 @@ class EgressService:
             broadcast, timeline_file = None, TimelineFile(self.recording_path(job.id), self.clock)
             sink = timeline_file.append
         connection = Connection(
-            key=key, peer_id=f"{kind}-{job.id}", role="bot", permissions=BOT_PERMISSIONS, sink=sink
+            key=key, peer_id=f"{kind}-{job.id}", role=BOT_ROLE, permissions=BOT_PERMISSIONS, sink=sink
         )
         admission = Admission(
-            peer=PeerPresence(peer_id=connection.peer_id, role="bot", metadata="", join_time=now),
+            peer=PeerPresence(peer_id=connection.peer_id, role=BOT_ROLE, metadata="", join_time=now),
             permissions=BOT_PERMISSIONS,
             connection_id=connection.id,
             room_locked=False,

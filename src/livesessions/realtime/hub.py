@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from livesessions.domain.live import RoomKey
+from livesessions.domain.permissions import BOT_ROLE
 
 _encode = msgspec.json.encode
 
@@ -44,7 +45,7 @@ class Connection:
 
     @property
     def is_bot(self) -> bool:
-        return self.role == "bot"
+        return self.role == BOT_ROLE
 
     def can(self, permission: str) -> bool:
         return bool(self.permissions.get(permission))
@@ -88,12 +89,6 @@ class Hub:
             del self._rooms[connection.key]
         return True
 
-    def connections(self, key: RoomKey) -> Iterable[Connection]:
-        return self._rooms.get(key, {}).values()
-
-    def get(self, key: RoomKey, peer_id: str) -> Connection | None:
-        return self._rooms.get(key, {}).get(peer_id)
-
     def broadcast(
         self,
         key: RoomKey,
@@ -105,7 +100,7 @@ class Hub:
         if not room:
             return
         encoded = _encode(message)
-        for peer_id, connection in list(room.items()):
+        for peer_id, connection in room.items():
             if peer_id != exclude and (only is None or only(connection)):
                 connection.push(encoded)
 

@@ -481,12 +481,6 @@ class SQLiteStore:
         row = self.db.read_one("SELECT coalesce(end_time, last_seen) FROM sessions WHERE session_id = ?", (session_id,))
         return row[0] if row else None
 
-    async def egress_job(self, project_id: str, job_id: str) -> EgressJob | None:
-        row = self.db.read_one(
-            f"SELECT {_JOB_COLUMNS} FROM egress_jobs WHERE id = ? AND project_id = ?", (job_id, project_id)
-        )
-        return _job(row) if row else None
-
     async def recording(self, job_id: str) -> EgressJob | None:
         """A finished recording, by id alone (its download link was checked)."""
         row = self.db.read_one(
@@ -497,15 +491,6 @@ class SQLiteStore:
     async def egress_job_by_playback(self, playback_id: str) -> EgressJob | None:
         row = self.db.read_one(f"SELECT {_JOB_COLUMNS} FROM egress_jobs WHERE playback_id = ?", (playback_id,))
         return _job(row) if row else None
-
-    async def room_egress_jobs(self, project_id: str, room_id: str, active_only: bool) -> list[EgressJob]:
-        """The room's jobs, newest first."""
-        rows = self.db.read(
-            f"SELECT {_JOB_COLUMNS} FROM egress_jobs WHERE project_id = ? AND room_id = ?"
-            f"{' AND active = 1' if active_only else ''} ORDER BY seq DESC LIMIT 50",
-            (project_id, room_id),
-        )
-        return [_job(row) for row in rows]
 
     async def active_egress_jobs(self) -> list[EgressJob]:
         return [_job(row) for row in self.db.read(f"SELECT {_JOB_COLUMNS} FROM egress_jobs WHERE active = 1")]
