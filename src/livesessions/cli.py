@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -11,6 +12,7 @@ import re
 import sys
 from pathlib import Path
 from typing import Sequence
+from urllib.parse import urlsplit
 
 from livesessions import __version__
 from livesessions.auth.api_keys import WALLET_PATTERN, ApiKeys
@@ -69,6 +71,23 @@ def _chain_ids(text: str) -> frozenset[int]:
     return ids
 
 
+def _public_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(f"must be an http(s) URL such as https://live.example.com: {text!r}")
+    return text.rstrip("/")
+
+
+def _address_list(text: str) -> tuple[str, ...]:
+    addresses = tuple(part.strip() for part in text.split(",") if part.strip())
+    for address in addresses:
+        try:
+            ipaddress.ip_network(address, strict=False)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an IP address or network: {address!r}") from None
+    return addresses
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="livesessions",
@@ -81,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=DEFAULTS.host, help=f"address to listen on (default: {DEFAULTS.host})")
     serve.add_argument("--port", type=int, default=DEFAULTS.port, help=f"port to listen on (default: {DEFAULTS.port})")
     _data_dir(serve)
+    serve.add_argument(
+        "--recordings-dir", type=Path, default=None, metavar="DIR",
+        help="where the built-in recorder writes its files, e.g. on a volume of their own "
+        "(default: DATA_DIR/recordings)",
+    )
     serve.add_argument(
         "--grace-period", type=_positive, default=DEFAULTS.grace_period, metavar="SECONDS",
         help="a room whose last peer left keeps its session if someone rejoins within this time (default: %(default)g)",
@@ -98,9 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="a media worker silent for this long loses its claimed job to the queue (default: %(default)g)",
     )
     serve.add_argument(
-        "--public-url", default=None, metavar="URL",
-        help="the address clients reach the service at, for the links it hands out "
-        "(default: taken from each request's Host header)",
+        "--public-url", type=_public_url, default=None, metavar="URL",
+        help="the address clients reach the service at: what wallet sign-in messages must name, and the base "
+        "of the links it hands out; set it behind a proxy (default: http://HOST:PORT as listened on; "
+        "never taken from request headers)",
+    )
+    serve.add_argument(
+        "--trusted-proxies", type=_address_list, default=DEFAULTS.trusted_proxies, metavar="ADDRESSES",
+        help="comma-separated addresses or networks of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto headers are believed (default: none)",
     )
     serve.add_argument(
         "--rate-limit", type=_non_negative, default=DEFAULTS.rate_limit, metavar="PER_SECOND",
@@ -116,11 +146,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--siwe-domain", default=None, metavar="HOST",
-        help="the domain sign-in messages must name, behind a proxy (default: the request's host)",
+        help="the domain sign-in messages must name (default: the host and port of --public-url)",
     )
     serve.add_argument(
         "--siwe-uri", default=None, metavar="URL",
-        help="the URI sign-in messages must name, behind a proxy (default: http(s)://<the request's host>)",
+        help="the URI sign-in messages must name (default: --public-url)",
+    )
+    serve.add_argument(
+        "--failed-auths-per-minute", type=_positive, default=DEFAULTS.failed_auths_per_minute, metavar="N",
+        help="requests with a wrong API key or account token allowed per minute from one client address, "
+        "then 429 (default: %(default)g)",
+    )
+    serve.add_argument(
+        "--peer-message-rate", type=_positive, default=DEFAULTS.peer_message_rate, metavar="PER_SECOND",
+        help="messages a second each peer may send over its WebSocket on average (default: %(default)g)",
+    )
+    serve.add_argument(
+        "--peer-message-burst", type=_positive, default=DEFAULTS.peer_message_burst, metavar="MESSAGES",
+        help="how many messages a peer may send at once above its rate; past that they are dropped, "
+        "and a peer that keeps sending is disconnected with code 4008 (default: %(default)g)",
+    )
+    serve.add_argument(
+        "--max-header-bytes", type=int, default=DEFAULTS.max_header_bytes, metavar="BYTES",
+        help="longest request line plus headers accepted; longer ones get 414 or 431 (default: %(default)d)",
+    )
+    serve.add_argument(
+        "--read-timeout", type=_positive, default=DEFAULTS.read_timeout, metavar="SECONDS",
+        help="a client must send a request's headers within this time, and may not pause longer "
+        "while sending a body (default: %(default)g)",
+    )
+    serve.add_argument(
+        "--max-connections-per-client", type=int, default=DEFAULTS.max_connections_per_client, metavar="N",
+        help="open connections allowed from one client address (default: %(default)d)",
     )
     serve.add_argument(
         "--chain-ids", type=_chain_ids, default=DEFAULTS.chain_ids, metavar="IDS",
@@ -177,6 +234,7 @@ def serve(args: argparse.Namespace) -> int:
 
     settings = Settings(
         data_dir=args.data_dir,
+        recordings_path=args.recordings_dir,
         host=args.host,
         port=args.port,
         grace_period=args.grace_period,
@@ -184,12 +242,19 @@ def serve(args: argparse.Namespace) -> int:
         ping_timeout=args.ping_timeout,
         worker_lease=args.worker_lease,
         public_url=args.public_url,
+        trusted_proxies=args.trusted_proxies,
         rate_limit=args.rate_limit,
         rate_burst=args.rate_burst,
         sign_ins_per_minute=args.sign_ins_per_minute,
         siwe_domain=args.siwe_domain,
         siwe_uri=args.siwe_uri,
+        failed_auths_per_minute=args.failed_auths_per_minute,
         chain_ids=args.chain_ids,
+        peer_message_rate=args.peer_message_rate,
+        peer_message_burst=args.peer_message_burst,
+        max_header_bytes=args.max_header_bytes,
+        read_timeout=args.read_timeout,
+        max_connections_per_client=args.max_connections_per_client,
     )
     services = build_services(settings)
     config = uvicorn.Config(
@@ -203,6 +268,9 @@ def serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
         lifespan="on",
+        # Forwarded headers are believed only from the proxies named.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies),
         timeout_graceful_shutdown=5,
     )
     # uvicorn logs each WebSocket's path; ours carries the peer's token.
