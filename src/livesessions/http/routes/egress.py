@@ -49,12 +49,12 @@ def register(router: Router, services: Services) -> None:
     settings = services.settings
 
     def playback_url(request: Request, job: EgressJob) -> str:
-        return f"{request.base_url(settings.public_url)}/live/{job.playback_id}"
+        return f"{settings.base_url}/live/{job.playback_id}"
 
     def recording_url(request: Request, job: EgressJob) -> str:
         expires = services.clock() // 1000 + int(settings.download_link_ttl)
         signature = services.links.signature(job.id, expires)
-        return (f"{request.base_url(settings.public_url)}/api/v1/recordings/{job.id}/download"
+        return (f"{settings.base_url}/api/v1/recordings/{job.id}/download"
                 f"?expires={expires}&signature={signature}")
 
     async def require_room(request: Request, room_id: str) -> None:
