@@ -162,7 +162,7 @@ def test_full_room_refuses_with_4029(server: Server, project: Project) -> None:
 
 def test_bots_are_not_peers(project: Project) -> None:
     room = project.create_room()
-    bot = project.join(room, role="bot")
+    bot = project.join(room, role="bot", permissions={"canRecvData": True})
     assert project.live() == []
     human = project.join(room)
     assert human.joined["peers"] == []

@@ -36,18 +36,14 @@ SIGN_IN_FIRST = JSONResponse(
 )
 
 
-def _too_many_requests(wait: float) -> Response:
+def _too_many_requests(wait: float, message: str = "Too many requests for this API key; slow down") -> Response:
     return JSONResponse(
-        {"ok": False, "message": "Too many requests for this API key; slow down"},
-        status=429,
-        headers=[(b"retry-after", retry_after(wait).encode())],
+        {"ok": False, "message": message}, status=429, headers=[(b"retry-after", retry_after(wait).encode())]
     )
 
 
-def _bearer(request: Request) -> str | None:
-    value = request.header(b"authorization") or ""
-    scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else None
+def _too_many_failures(wait: float) -> Response:
+    return _too_many_requests(wait, "Too many requests with a wrong API key or token from this address; slow down")
 
 
 class LiveSessionsApp:
@@ -57,7 +53,14 @@ class LiveSessionsApp:
         for area in (meta, live_sessions, rooms, history, peer_tokens, egress, workers, accounts):
             area.register(self.router, services)
         self.peer_socket = PeerSocket(
-            services.signer, services.store, services.keeper, services.membership, services.clock
+            services.signer,
+            services.api_keys,
+            services.store,
+            services.keeper,
+            services.membership,
+            services.clock,
+            services.settings.peer_message_rate,
+            services.settings.peer_message_burst,
         )
         self._maintenance: asyncio.Task[None] | None = None
 
@@ -81,15 +84,15 @@ class LiveSessionsApp:
             if route.auth == "api_key":
                 found = await self.services.api_keys.project_for(request.header(b"x-api-key"))
                 if found is None:
-                    return await UNAUTHORIZED.send(send)
-                request.project_id, key_hash = found
-                wait = self.services.key_limiter.acquire(key_hash)
+                    return await self._refuse(request, UNAUTHORIZED, send)
+                request.project_id, request.key_id = found.project_id, found.key_id
+                wait = self.services.key_limiter.acquire(found.key_hash)
                 if wait:
                     return await _too_many_requests(wait).send(send)
             elif route.auth == "account":
-                request.account = await self.services.sign_in.session(_bearer(request))
+                request.account = await self.services.sign_in.session(request.bearer_token)
                 if request.account is None:
-                    return await SIGN_IN_FIRST.send(send)
+                    return await self._refuse(request, SIGN_IN_FIRST, send)
                 request.project_id = request.account.project_id
             response = await route.handler(request)
         except HTTPError as exc:
@@ -104,6 +107,12 @@ class LiveSessionsApp:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             response = INTERNAL_ERROR
         await response.send(send)
+
+    async def _refuse(self, request: Request, answer: Response, send: Any) -> None:
+        """A wrong key or token: 401, or 429 once this address has had too many,
+        so that keys cannot be guessed at speed."""
+        wait = self.services.failed_auth_limiter.acquire(request.client_address)
+        await (_too_many_failures(wait) if wait else answer).send(send)
 
     # --- lifespan -----------------------------------------------------------
 
@@ -123,6 +132,10 @@ class LiveSessionsApp:
                 return
 
     async def startup(self) -> None:
+        await self.services.api_keys.refresh_revocations()
+        policy = self.services.sign_in.policy
+        log.info("public URL %s; wallet sign-in messages must name domain %s and URI %s",
+                 self.services.settings.base_url, policy.domain, policy.uri)
         closed = await self.services.store.close_interrupted_sessions()
         if closed:
             log.info("closed %d session(s) left open by the previous run", closed)
@@ -158,6 +171,7 @@ class LiveSessionsApp:
                 if tick_count % beats_per_heartbeat == 0:
                     await self.services.keeper.heartbeat()
                     await self.services.api_keys.flush_last_used()
+                    await self.services.api_keys.refresh_revocations()
                     await self.services.store.forget_expired_sign_ins(self.services.clock())
                 if tick_count % beats_per_lease_check == 0:
                     await self.services.egress.release_silent_workers()

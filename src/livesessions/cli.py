@@ -230,6 +230,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from livesessions.app import create_app
+    from livesessions.data_dir import DataDirInUse, lock_data_dir
     from livesessions.services import build_services
 
     settings = Settings(
@@ -256,6 +257,10 @@ def serve(args: argparse.Namespace) -> int:
         read_timeout=args.read_timeout,
         max_connections_per_client=args.max_connections_per_client,
     )
+    try:
+        lock = lock_data_dir(settings.data_dir)
+    except DataDirInUse as exc:
+        raise CommandError(str(exc)) from None
     services = build_services(settings)
     config = uvicorn.Config(
         create_app(services),
@@ -276,7 +281,10 @@ def serve(args: argparse.Namespace) -> int:
     # uvicorn logs each WebSocket's path; ours carries the peer's token.
     logging.getLogger("uvicorn.error").addFilter(RedactTokens())
     server = uvicorn.Server(config)
-    server.run()
+    try:
+        server.run()
+    finally:
+        lock.close()
     return 0 if server.started else 1
 
 

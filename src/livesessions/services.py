@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from livesessions.auth.api_keys import ApiKeys
 from livesessions.auth.peer_tokens import PeerTokenSigner, load_or_create_key
@@ -35,6 +36,8 @@ class Services:
     sign_in: WalletSignIn
     key_limiter: RateLimiter
     sign_in_limiter: RateLimiter
+    # Requests with a wrong API key or account token, per client address.
+    failed_auth_limiter: RateLimiter
     clock: Clock
 
     def close(self) -> None:
@@ -58,7 +61,11 @@ def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
     )
     keeper.session_end_listeners.append(egress.session_ended)
     api_keys = ApiKeys(store, clock)
-    policy = SignInPolicy(domain=settings.siwe_domain, uri=settings.siwe_uri, chain_ids=settings.chain_ids)
+    policy = SignInPolicy(
+        domain=settings.siwe_domain or urlsplit(settings.base_url).netloc,
+        uri=settings.siwe_uri or settings.base_url,
+        chain_ids=settings.chain_ids,
+    )
     per_minute = settings.sign_ins_per_minute
     return Services(
         settings=settings,
@@ -74,5 +81,6 @@ def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
         sign_in=WalletSignIn(store, api_keys, clock, policy),
         key_limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
         sign_in_limiter=RateLimiter(per_minute / 60, per_minute),
+        failed_auth_limiter=RateLimiter(settings.failed_auths_per_minute / 60, settings.failed_auths_per_minute),
         clock=clock,
     )

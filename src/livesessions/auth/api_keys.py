@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from dataclasses import dataclass
 
 from livesessions.clock import Clock
 from livesessions.domain.records import ApiKeyRecord
@@ -30,19 +31,35 @@ def mask_api_key(key: str) -> str:
     return f"{key[:8]}…{key[-4:]}"
 
 
+@dataclass(frozen=True, slots=True)
+class KeyUse:
+    """A valid API key, as a request presented it."""
+
+    project_id: str
+    key_id: str
+    key_hash: str
+
+
 class ApiKeys:
     """Issues and revokes keys, and answers "which project is this key for?"
     quickly: from memory after the first use, with last use noted in memory
-    and written out in batches."""
+    and written out in batches.
+
+    Revocations made elsewhere (another process on the same database, such
+    as the command line) are picked up by `refresh_revocations`, which the
+    service calls on every heartbeat."""
 
     def __init__(self, store: Store, clock: Clock) -> None:
         self._store = store
         self._clock = clock
-        self._projects_by_hash: dict[str, str] = {}
-        # Revoked in this process: refused even while the database write that
-        # revokes them is still on its way, so a request queued behind the
-        # revocation can never get through on a stale read.
-        self._revoked: set[str] = set()
+        self._by_hash: dict[str, KeyUse] = {}
+        # Revoked: refused even while the database write that revokes them is
+        # still on its way, so a request queued behind the revocation can
+        # never get through on a stale read.
+        self._revoked_hashes: set[str] = set()
+        self._revoked_ids: set[str] = set()
+        self._active_ids: set[str] = set()
+        self._revocations_seen_at = 0
         self._last_used: dict[str, int] = {}
 
     async def create(self, project_id: str, name: str, now: int) -> tuple[str, ApiKeyRecord]:
@@ -52,19 +69,30 @@ class ApiKeys:
         )
         return key, record
 
-    async def project_for(self, key: str | None) -> tuple[str, str] | None:
-        """(project id, key hash) for a valid key, else None."""
+    async def project_for(self, key: str | None) -> KeyUse | None:
+        """The project and key a valid key stands for, else None."""
         if not key or len(key) > 256:
             return None
         digest = hash_api_key(key)
-        project_id = self._projects_by_hash.get(digest)
-        if project_id is None:
-            project_id = await self._store.project_for_key_hash(digest)
-            if project_id is None or digest in self._revoked:
+        use = self._by_hash.get(digest)
+        if use is None:
+            found = await self._store.project_for_key_hash(digest)
+            if found is None or digest in self._revoked_hashes:
                 return None
-            self._projects_by_hash[digest] = project_id
+            use = self._by_hash[digest] = KeyUse(found[0], found[1], digest)
         self._last_used[digest] = self._clock()
-        return project_id, digest
+        return use
+
+    async def is_active(self, key_id: str) -> bool:
+        """Is the key that issued a token still valid? (Tokens die with it.)"""
+        if key_id in self._revoked_ids:
+            return False
+        if key_id in self._active_ids:
+            return True
+        if not await self._store.api_key_active(key_id) or key_id in self._revoked_ids:
+            return False
+        self._active_ids.add(key_id)
+        return True
 
     async def list(self, project_id: str) -> list[ApiKeyRecord]:
         await self.flush_last_used()
@@ -74,10 +102,23 @@ class ApiKeys:
         digest = await self._store.api_key_hash(project_id, key_id)
         if digest is None:
             return False
-        self._revoked.add(digest)
-        self._projects_by_hash.pop(digest, None)
+        self._forget(digest, key_id)
         await self._store.revoke_api_key(digest, self._clock())
         return True
+
+    async def refresh_revocations(self) -> None:
+        # Overlapping by a second: a revocation committed with an older clock
+        # reading than the last poll is still seen.
+        since = max(0, self._revocations_seen_at - 1000)
+        for digest, key_id, revoked_at in await self._store.keys_revoked_since(since):
+            self._forget(digest, key_id)
+            self._revocations_seen_at = max(self._revocations_seen_at, revoked_at)
+
+    def _forget(self, digest: str, key_id: str) -> None:
+        self._revoked_hashes.add(digest)
+        self._revoked_ids.add(key_id)
+        self._active_ids.discard(key_id)
+        self._by_hash.pop(digest, None)
 
     async def flush_last_used(self) -> None:
         if self._last_used:

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from livesessions.auth.key_files import load_or_create
 
 _ALGORITHM = "ES256"
-REQUIRED_CLAIMS = ("peerId", "roomId", "projectId", "role", "permissions", "exp")
+# keyId: the API key that issued the token; the token dies with it.
+REQUIRED_CLAIMS = ("peerId", "roomId", "projectId", "keyId", "role", "permissions", "exp")
 
 
 class InvalidPeerToken(Exception):
@@ -32,6 +33,7 @@ class PeerClaims:
     peer_id: str
     room_id: str
     project_id: str
+    key_id: str
     role: str
     permissions: dict[str, Any]
     metadata: str
@@ -87,6 +89,7 @@ class PeerTokenSigner:
                 peer_id=str(claims["peerId"]),
                 room_id=str(claims["roomId"]),
                 project_id=str(claims["projectId"]),
+                key_id=str(claims["keyId"]),
                 role=str(claims["role"]),
                 permissions=dict(claims["permissions"]),
                 metadata=str(claims.get("metadata") or ""),

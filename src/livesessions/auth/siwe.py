@@ -15,6 +15,8 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils import is_checksum_address, to_checksum_address
 
+from livesessions.digits import parse_decimal
+
 _HEADER = re.compile(r"^(?:(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://)?(?P<domain>[^\s/]+) wants you to sign in with your Ethereum account:$")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _NONCE = re.compile(r"^[a-zA-Z0-9]{8,}$")
@@ -121,8 +123,9 @@ def parse_message(text: str) -> SiweMessage:
     for required in ("uri", "version", "chain_id", "nonce", "issued_at"):
         if required not in values:
             raise SiweError(f"missing field: {next(k for k, v in _FIELDS.items() if v == required)}")
-    if not values["chain_id"].isdigit():
-        raise SiweError("Chain ID must be a number")
+    chain_id = parse_decimal(values.pop("chain_id"))
+    if chain_id is None:
+        raise SiweError("Chain ID must be a number in ASCII digits")
     if not _NONCE.match(values["nonce"]):
         raise SiweError("Nonce must be at least 8 letters or digits")
     for key in ("issued_at", "expiration_time", "not_before"):
@@ -134,7 +137,7 @@ def parse_message(text: str) -> SiweMessage:
         scheme=header.group("scheme"),
         address=address,
         statement=statement,
-        chain_id=int(values.pop("chain_id")),
+        chain_id=chain_id,
         resources=tuple(resources),
         **values,
     )

@@ -24,9 +24,11 @@ class SignInError(Refused):
 
 @dataclass(frozen=True, slots=True)
 class SignInPolicy:
-    # What the message must name; None: the host the request was sent to.
-    domain: str | None = None
-    uri: str | None = None
+    # What the message must name: this service as configured. Never taken
+    # from a request's Host, or a phishing site could have its victims sign
+    # messages for itself and replay them here with its own Host header.
+    domain: str
+    uri: str
     chain_ids: frozenset[int] = frozenset({1})
     nonce_ttl_ms: int = 5 * 60_000
     session_ttl_ms: int = 60 * 60_000
@@ -50,31 +52,27 @@ class WalletSignIn:
         self.clock = clock
         self.policy = policy
 
-    def expected(self, request_origin: tuple[str, str]) -> tuple[str, str]:
-        """(domain, uri) a message must name, given the request's (scheme, host)."""
-        scheme, host = request_origin
-        return self.policy.domain or host, self.policy.uri or f"{scheme}://{host}"
-
     async def new_nonce(self) -> str:
         nonce = "".join(secrets.choice(_NONCE_ALPHABET) for _ in range(24))
         await self.store.add_nonce(nonce, self.clock() + self.policy.nonce_ttl_ms)
         return nonce
 
-    def message_for(self, nonce: str, address: str, chain_id: int, domain: str, uri: str) -> str:
+    def message_for(self, nonce: str, address: str, chain_id: int) -> str:
         """The message a wallet at `address` should sign, for clients that would
         rather not build it (a browser page has no EIP-55 checksum at hand)."""
         return SiweMessage(
-            domain=domain, address=address, statement=STATEMENT, uri=uri, chain_id=chain_id,
+            domain=self.policy.domain, address=address, statement=STATEMENT, uri=self.policy.uri, chain_id=chain_id,
             nonce=nonce, issued_at=format_time(self.clock()),
         ).text()
 
-    async def verify(self, text: str, signature: str, domain: str, uri: str) -> tuple[AccountSession, str, str | None]:
+    async def verify(self, text: str, signature: str) -> tuple[AccountSession, str, str | None]:
         """Check a signed message; (session, session token, first API key or None)."""
         try:
             message = parse_message(text)
             signer = recover_signer(text, signature)
         except SiweError as exc:
             raise SignInError(400, str(exc)) from None
+        domain, uri = self.policy.domain, self.policy.uri
         if signer != message.address:
             raise SignInError(401, "the signature was not made by the message's address")
         if message.domain != domain:
@@ -123,3 +121,10 @@ class WalletSignIn:
             return None
         found = await self.store.account_session(_hash(token), self.clock())
         return AccountSession(*found) if found else None
+
+    async def sign_out(self, token: str, everywhere: bool) -> None:
+        """End this account session, or every session of its wallet.
+
+        Account sessions are not tied to API keys: revoking keys (even the
+        last one) leaves the owner signed in to make new ones."""
+        await self.store.end_account_sessions(_hash(token), everywhere)

@@ -46,6 +46,8 @@ class Admission:
     room_locked: bool
     max_peers: int | None = None
     lock_room: bool = False
+    # The service's own bots (recorder, livestream): never refused.
+    internal: bool = False
 
     @property
     def is_bot(self) -> bool:

@@ -34,7 +34,17 @@ ROLE_PERMISSIONS: dict[str, dict[str, Any]] = {
         "canSendData": False,
         "canUpdateMetadata": False,
     },
-    "bot": {**_SPEAKER, "canProduce": False, "canProduceSources": _NO_SOURCES},
+    # As Huddle01's SDK has it: a bot consumes media and nothing else, so an
+    # invisible member cannot message or impersonate anyone unless its
+    # token's permissions say so.
+    "bot": {
+        **_SPEAKER,
+        "canProduce": False,
+        "canProduceSources": _NO_SOURCES,
+        "canSendData": False,
+        "canRecvData": False,
+        "canUpdateMetadata": False,
+    },
 }
 
 # A token with no role gets the permissions of a speaker, as Huddle01 does.

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
+from livesessions.digits import parse_decimal
 from livesessions.http.validation import ValidationFailed, issue_from_msgspec
 
 Auth = Literal["api_key", "account", "none"]
@@ -121,13 +122,15 @@ def error_message(status: int, message: str, **extra: Any) -> HTTPError:
 
 
 class Request:
-    __slots__ = ("scope", "_receive", "path_params", "project_id", "account", "_query", "max_body")
+    __slots__ = ("scope", "_receive", "path_params", "project_id", "key_id", "account", "_query", "max_body")
 
     def __init__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], max_body: int):
         self.scope = scope
         self._receive = receive
         self.path_params: dict[str, str] = {}
         self.project_id: str = ""
+        # The API key the request was made with, when it needed one.
+        self.key_id: str = ""
         self.account: Any = None
         self._query: dict[str, str] | None = None
         self.max_body = max_body
@@ -147,15 +150,17 @@ class Request:
                 return value.decode("latin-1")
         return None
 
-    def base_url(self, configured: str | None) -> str:
-        """Where clients reach this service: as configured, else as this request did."""
-        if configured:
-            return configured.rstrip("/")
-        host = self.header(b"host")
-        if not host:
-            server = self.scope.get("server") or ("127.0.0.1", 80)
-            host = f"{server[0]}:{server[1]}"
-        return f"{self.scope.get('scheme', 'http')}://{host}"
+    @property
+    def bearer_token(self) -> str | None:
+        """The token of an `Authorization: Bearer <token>` header."""
+        scheme, _, token = (self.header(b"authorization") or "").partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else None
+
+    @property
+    def client_address(self) -> str:
+        """The client's IP address (a trusted proxy's X-Forwarded-For already applied)."""
+        client = self.scope.get("client")
+        return client[0] if client else "unknown"
 
     @property
     def query(self) -> dict[str, str]:
@@ -166,8 +171,12 @@ class Request:
 
     async def body(self) -> bytes:
         declared = self.header(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
-            raise _too_large(self.max_body)
+        if declared is not None:
+            length = parse_decimal(declared)
+            if length is None:
+                raise error_message(400, "Content-Length must be a decimal number")
+            if length > self.max_body:
+                raise _too_large(self.max_body)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -198,6 +207,8 @@ class Request:
             raise ValidationFailed([issue_from_msgspec(str(exc))]) from None
         except msgspec.DecodeError as exc:
             raise error_message(400, f"Malformed JSON body: {exc}") from None
+        except UnicodeDecodeError:
+            raise error_message(400, "Malformed JSON body: it is not valid UTF-8") from None
 
 
 def _too_large(limit: int) -> HTTPError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from livesessions.digits import parse_decimal
 from livesessions.http.core import Request
 from livesessions.http.validation import ValidationFailed, issue
 
@@ -17,10 +18,10 @@ def integer(request: Request, name: str, default: int | None, minimum: int, maxi
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    # The length check keeps int() away from absurdly long digit strings.
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 20) or not minimum <= int(raw) <= maximum:
+    value = parse_decimal(raw)
+    if value is None or not minimum <= value <= maximum:
         raise ValidationFailed(
             [issue([name], f"{name} must be an integer from {minimum} to {maximum}", "invalid_type",
                    expected="integer", received=raw[:32])]
         )
-    return int(raw)
+    return value

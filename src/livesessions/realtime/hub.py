@@ -2,7 +2,8 @@
 
 Sending never blocks the sender: each connection has its own outbox drained
 by its own task, and a peer too slow to keep up is disconnected rather than
-allowed to hold the room back.
+allowed to hold the room back (or the server's memory: the outbox is bounded
+in messages and in bytes).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from livesessions.domain.permissions import BOT_ROLE
 _encode = msgspec.json.encode
 
 OUTBOX_LIMIT = 1024
+OUTBOX_BYTES_LIMIT = 4 * 1024 * 1024
 CLOSE_TOO_SLOW = (1008, "too slow to receive messages")
 
 
@@ -39,9 +41,14 @@ class Connection:
     id: str = field(default_factory=lambda: secrets.token_hex(8))
     outbox: asyncio.Queue[bytes | Close] = field(default_factory=lambda: asyncio.Queue(OUTBOX_LIMIT + 1))
     closing: bool = False
+    # Bytes in the outbox not yet handed to the socket.
+    queued_bytes: int = 0
     # For the service's own bots: messages handed over at once, in the same
     # step that sends them to everyone else, instead of queued for a socket.
     sink: Callable[[bytes], None] | None = None
+    # Told when the connection is cut off at once (see `abort`), so the
+    # member leaves the room now rather than when its socket gives up.
+    on_abort: Callable[[], None] | None = None
 
     @property
     def is_bot(self) -> bool:
@@ -56,10 +63,18 @@ class Connection:
         if self.sink is not None:
             self.sink(message if isinstance(message, bytes) else _encode(message))
             return
-        if self.outbox.qsize() >= OUTBOX_LIMIT:
-            self.close(*CLOSE_TOO_SLOW)
+        encoded = message if isinstance(message, bytes) else _encode(message)
+        if self.outbox.qsize() >= OUTBOX_LIMIT or self.queued_bytes + len(encoded) > OUTBOX_BYTES_LIMIT:
+            self.abort(*CLOSE_TOO_SLOW)
             return
-        self.outbox.put_nowait(message if isinstance(message, bytes) else _encode(message))
+        self.queued_bytes += len(encoded)
+        self.outbox.put_nowait(encoded)
+
+    def take(self, item: bytes | Close) -> bytes | Close:
+        """Account for an item the socket took out of the outbox."""
+        if isinstance(item, bytes):
+            self.queued_bytes -= len(item)
+        return item
 
     def close(self, code: int, reason: str) -> None:
         """Send a close frame after what is already queued; nothing after it."""
@@ -67,6 +82,19 @@ class Connection:
             self.closing = True
             if self.sink is None:
                 self.outbox.put_nowait(Close(code, reason))
+
+    def abort(self, code: int, reason: str) -> None:
+        """End now: what is queued is dropped and the close frame goes next."""
+        if self.closing:
+            return
+        self.closing = True
+        if self.sink is None:
+            while not self.outbox.empty():
+                self.outbox.get_nowait()
+            self.queued_bytes = 0
+            self.outbox.put_nowait(Close(code, reason))
+        if self.on_abort is not None:
+            self.on_abort()
 
 
 class Hub:

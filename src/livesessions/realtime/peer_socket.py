@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from livesessions.auth.api_keys import ApiKeys
 from livesessions.auth.peer_tokens import InvalidPeerToken, PeerTokenSigner
 from livesessions.clock import Clock
 from livesessions.domain.live import Admission, PeerPresence, RoomKey
@@ -24,6 +25,7 @@ from livesessions.domain.sessions import SessionKeeper
 from livesessions.domain.metadata import MetadataError, peer_metadata_text
 from livesessions.realtime.hub import Close, Connection
 from livesessions.realtime.membership import Membership
+from livesessions.realtime.throttle import Throttle, Verdict
 from livesessions.stores.base import Store
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 CLOSE_BAD_TOKEN = 4001
 CLOSE_ROOM_NOT_FOUND = 4004
+CLOSE_TOO_FAST = 4008
 CLOSE_INTERNAL = 1011
 
 MAX_RECIPIENTS = 1024
@@ -45,14 +48,25 @@ def _error(message: str) -> dict[str, Any]:
 
 class PeerSocket:
     def __init__(
-        self, signer: PeerTokenSigner, store: Store, keeper: SessionKeeper, membership: Membership, clock: Clock
+        self,
+        signer: PeerTokenSigner,
+        api_keys: ApiKeys,
+        store: Store,
+        keeper: SessionKeeper,
+        membership: Membership,
+        clock: Clock,
+        message_rate: float,
+        message_burst: float,
     ):
         self.signer = signer
+        self.api_keys = api_keys
         self.store = store
         self.keeper = keeper
         self.membership = membership
         self.hub = membership.hub
         self.clock = clock
+        self.message_rate = message_rate
+        self.message_burst = message_burst
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
@@ -64,6 +78,8 @@ class PeerSocket:
             claims = self.signer.verify(token)
         except InvalidPeerToken as exc:
             return await _close(send, CLOSE_BAD_TOKEN, f"invalid peer token: {exc}"[:120])
+        if not await self.api_keys.is_active(claims.key_id):
+            return await _close(send, CLOSE_BAD_TOKEN, "invalid peer token: the API key that issued it was revoked")
         room = await self.store.get_room(claims.project_id, claims.room_id)
         if room is None:
             return await _close(send, CLOSE_ROOM_NOT_FOUND, "room not found")
@@ -82,6 +98,7 @@ class PeerSocket:
         if outcome.refused is not None:
             await persisted
             return await _close(send, *outcome.refused)
+        connection.on_abort = lambda: _spawn(self.membership.depart(connection))
 
         writer: asyncio.Task[None] | None = None
         try:
@@ -104,11 +121,21 @@ class PeerSocket:
                     await _close(send, CLOSE_INTERNAL, "could not record the join")
 
     async def _receive_loop(self, connection: Connection, receive: Receive) -> None:
+        throttle = Throttle(self.message_rate, self.message_burst)
         while not connection.closing:
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
+            verdict = throttle.check(len(text) if text is not None else len(message.get("bytes") or b""))
+            if verdict is not Verdict.ADMIT:
+                if verdict is Verdict.DISCONNECT:
+                    connection.abort(CLOSE_TOO_FAST, "sending too fast: disconnected")
+                elif verdict is Verdict.DROP_AND_WARN:
+                    connection.push(_error(
+                        f"sending too fast: messages are dropped past {throttle.rate:g} a second "
+                        f"(bursts of {throttle.burst:g}); keep going and you are disconnected"))
+                continue
             if text is None:
                 connection.push(_error("binary frames are not supported; send JSON text"))
                 continue
@@ -171,9 +198,25 @@ class PeerSocket:
         await persisted
 
 
+def _spawn(work: Awaitable[None]) -> None:
+    async def run() -> None:
+        try:
+            await work
+        except Exception:  # noqa: BLE001 - logged; the socket's own exit retries the departure
+            log.exception("departure of a cut-off peer failed")
+
+    task = asyncio.get_running_loop().create_task(run())
+    # The loop holds tasks only weakly: keep it until it is done.
+    _departures.add(task)
+    task.add_done_callback(_departures.discard)
+
+
+_departures: set[asyncio.Task[None]] = set()
+
+
 async def _drain(connection: Connection, send: Send) -> None:
     while True:
-        item = await connection.outbox.get()
+        item = connection.take(await connection.outbox.get())
         if isinstance(item, Close):
             await send({"type": "websocket.close", "code": item.code, "reason": item.reason})
             return

@@ -67,7 +67,14 @@ class Store(Protocol):
         self, project_id: str, key_id: str, name: str, key_hash: str, masked_key: str, now: int
     ) -> ApiKeyRecord: ...
 
-    async def project_for_key_hash(self, key_hash: str) -> str | None: ...
+    async def project_for_key_hash(self, key_hash: str) -> tuple[str, str] | None:
+        """(project id, key id) of a key that is not revoked."""
+
+    async def api_key_active(self, key_id: str) -> bool:
+        """True for a key that exists and is not revoked."""
+
+    async def keys_revoked_since(self, since: int) -> list[tuple[str, str, int]]:
+        """(key hash, key id, revoked at) of keys revoked at or after `since`."""
 
     async def list_api_keys(self, project_id: str) -> list[ApiKeyRecord]: ...
 
@@ -86,6 +93,8 @@ class Store(Protocol):
     async def add_account_session(self, token_hash: str, project_id: str, address: str, expires_at: int) -> None: ...
 
     async def account_session(self, token_hash: str, now: int) -> tuple[str, str] | None: ...
+
+    async def end_account_sessions(self, token_hash: str, everywhere: bool) -> None: ...
 
     async def forget_expired_sign_ins(self, now: int) -> None: ...
 

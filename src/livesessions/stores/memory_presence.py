@@ -72,11 +72,14 @@ class MemoryPresence:
         peer_id = admission.peer.peer_id
         members = room.bots if admission.is_bot else room.peers
         previous = members.get(peer_id)
-        if previous is None and not admission.is_bot:
+        if previous is None and not admission.internal:
             locked = admission.room_locked or room.session_locked
+            # A bot takes no peer's place, but it may not slip into a room
+            # its token says is full: for bots every member counts.
+            members_counted = len(room.peers) + (len(room.bots) if admission.is_bot else 0)
             if locked and not admission.is_admin:
                 outcome.refused = REFUSED_LOCKED
-            elif admission.max_peers is not None and len(room.peers) >= admission.max_peers:
+            elif admission.max_peers is not None and members_counted >= admission.max_peers:
                 outcome.refused = REFUSED_FULL
             if outcome.refused:
                 self._forget_if_unused(key, room)

@@ -264,13 +264,35 @@ class SQLiteStore:
             conn.execute("DELETE FROM sign_in_nonces WHERE expires_at < ?", (now,))
             conn.execute("DELETE FROM account_sessions WHERE expires_at < ?", (now,))
 
+    async def end_account_sessions(self, token_hash: str, everywhere: bool) -> None:
+        """End this account session, or with `everywhere` every session of its project."""
+        def write(conn: sqlite3.Connection) -> None:
+            if everywhere:
+                conn.execute(
+                    "DELETE FROM account_sessions WHERE project_id ="
+                    " (SELECT project_id FROM account_sessions WHERE token_hash = ?)",
+                    (token_hash,),
+                )
+            else:
+                conn.execute("DELETE FROM account_sessions WHERE token_hash = ?", (token_hash,))
+
         await self.db.write(write)
 
-    async def project_for_key_hash(self, key_hash: str) -> str | None:
+        await self.db.write(write)
+
+    async def project_for_key_hash(self, key_hash: str) -> tuple[str, str] | None:
         row = self.db.read_one(
             "SELECT project_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,)
         )
-        return row[0] if row else None
+        return (row[0], row[1]) if row else None
+
+    async def api_key_active(self, key_id: str) -> bool:
+        row = self.db.read_one("SELECT revoked_at IS NULL FROM api_keys WHERE id = ?", (key_id,))
+        return bool(row and row[0])
+
+    async def keys_revoked_since(self, since: int) -> list[tuple[str, str, int]]:
+        rows = self.db.read("SELECT key_hash, id, revoked_at FROM api_keys WHERE revoked_at >= ?", (since,))
+        return [(key_hash, key_id, revoked_at) for key_hash, key_id, revoked_at in rows]
 
     # --- rooms ------------------------------------------------------------
 

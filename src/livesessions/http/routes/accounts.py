@@ -21,6 +21,11 @@ class VerifyBody(msgspec.Struct):
     signature: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
+class SignOutBody(msgspec.Struct):
+    # End every account session of the wallet, not only this one.
+    everywhere: bool = False
+
+
 class NewKeyBody(msgspec.Struct):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 
@@ -36,14 +41,8 @@ def register(router: Router, services: Services) -> None:
                 raise HTTPError(429, {"ok": False, "message": "Too many sign-in attempts; try again later"},
                                 [(b"retry-after", retry_after(wait).encode())])
 
-    def origin(request: Request) -> tuple[str, str]:
-        base = request.base_url(None)
-        scheme, _, host = base.partition("://")
-        return scheme, host
-
     def client(request: Request) -> str:
-        peer = request.scope.get("client")
-        return f"client:{peer[0] if peer else 'unknown'}"
+        return f"client:{request.client_address}"
 
     async def nonce(request: Request) -> Response:
         limit(client(request))
@@ -55,8 +54,7 @@ def register(router: Router, services: Services) -> None:
                 raise error_message(400, "address must be 0x and 40 hex digits")
             chain_id = params.integer(request, "chainId", min(sign_in.policy.chain_ids), 1, 2**53)
             assert chain_id is not None
-            domain, uri = sign_in.expected(origin(request))
-            answer["message"] = sign_in.message_for(value, checksum(address), chain_id, domain, uri)
+            answer["message"] = sign_in.message_for(value, checksum(address), chain_id)
         return JSONResponse(answer)
 
     async def verify(request: Request) -> Response:
@@ -64,12 +62,16 @@ def register(router: Router, services: Services) -> None:
         lines = body.message.split("\n", 2)
         claimed = lines[1].lower() if len(lines) > 1 and _ADDRESS_LINE.match(lines[1]) else None
         limit(client(request), *([f"address:{claimed}"] if claimed else []))
-        domain, uri = sign_in.expected(origin(request))
-        session, token, api_key = await sign_in.verify(body.message, body.signature, domain, uri)
+        session, token, api_key = await sign_in.verify(body.message, body.signature)
         answer = {"token": token, "projectId": session.project_id, "address": session.address}
         if api_key is not None:
             answer["apiKey"] = api_key
         return JSONResponse(answer)
+
+    async def sign_out(request: Request) -> Response:
+        body = await request.json_as(SignOutBody, empty_ok=True)
+        await sign_in.sign_out(request.bearer_token or "", body.everywhere)
+        return Response(204, b"")
 
     async def list_keys(request: Request) -> Response:
         return JSONResponse({"keys": await services.api_keys.list(request.project_id)})
@@ -86,6 +88,7 @@ def register(router: Router, services: Services) -> None:
 
     router.add("GET", "/api/v2/auth/nonce", nonce, auth="none")
     router.add("POST", "/api/v2/auth/verify", verify, auth="none")
+    router.add("POST", "/api/v2/auth/logout", sign_out, auth="account")
     router.add("GET", "/api/v2/keys", list_keys, auth="account")
     router.add("POST", "/api/v2/keys", create_key, auth="account")
     router.add("DELETE", "/api/v2/keys/{keyId}", revoke_key, auth="account")

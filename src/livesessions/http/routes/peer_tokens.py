@@ -65,6 +65,7 @@ def register(router: Router, services: Services) -> None:
             "peerId": new_peer_id(),
             "roomId": body.roomId,
             "projectId": request.project_id,
+            "keyId": request.key_id,
             "role": role,
             "permissions": resolve_permissions(role, overrides),
             "metadata": metadata,
