@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a peer that does not answer a ping within this time is removed (default: %(default)g)",
     )
     serve.add_argument(
+        "--heartbeat-interval", type=_positive, default=DEFAULTS.heartbeat_interval, metavar="SECONDS",
+        help="how often live sessions are marked alive in history (a crash closes them no earlier than this), "
+        "and keys revoked by another process on the same database are picked up (default: %(default)g)",
+    )
+    serve.add_argument(
         "--worker-lease", type=_positive, default=DEFAULTS.worker_lease, metavar="SECONDS",
         help="a media worker silent for this long loses its claimed job to the queue (default: %(default)g)",
     )
@@ -241,6 +246,7 @@ def serve(args: argparse.Namespace) -> int:
         grace_period=args.grace_period,
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
+        heartbeat_interval=args.heartbeat_interval,
         worker_lease=args.worker_lease,
         public_url=args.public_url,
         trusted_proxies=args.trusted_proxies,
