@@ -438,6 +438,10 @@ def account_schemas() -> dict[str, Schema]:
         ),
         "ApiKeyList": closed({"keys": array(ref("ApiKeyInfo"))}),
         "NewKeyRequest": request_object({"name": string(minLength=1, maxLength=100)}, required=("name",)),
+        "SignOutRequest": request_object(
+            {"everywhere": {"type": "boolean", "description": "End every account session of the wallet."}},
+            required=(),
+        ),
         "NewKey": closed({"id": key_id, "name": string(), "apiKey": api_key}),
         "KeyNotFound": closed({"ok": const(False), "message": const("Key Not Found")}),
     }
@@ -1097,6 +1101,14 @@ def account_paths() -> dict[str, Any]:
                 },
                 body=json_body("VerifyRequest", required=True),
                 auth=None,
+            )
+        },
+        "/api/v2/auth/logout": {
+            "post": operation(
+                "signOut", "End this account session (or, with `everywhere`, all of the wallet's)", "accounts",
+                ("204", {"description": "Signed out: the token stops working at once. API keys are not affected."}),
+                body=json_body("SignOutRequest", required=False),
+                auth=ACCOUNT_SCHEME,
             )
         },
         "/api/v2/keys": {
