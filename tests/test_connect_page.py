@@ -88,6 +88,16 @@ def test_a_person_connects_a_wallet_gets_a_key_and_revokes_it(server: Server, tm
             assert httpx.get(server.base + "/api/v2/sdk/live-sessions", headers=ok).status_code == 401
             assert httpx.get(server.base + "/api/v2/sdk/live-sessions",
                              headers={"x-api-key": second_key}).status_code == 200
+
+            token = page.evaluate("session")
+            bearer = {"authorization": f"Bearer {token}"}
+            assert httpx.get(server.base + "/api/v2/keys", headers=bearer).status_code == 200
+            page.click("#sign-out")
+            page.wait_for_selector("#keys", state="hidden")
+            assert "Signed out" in page.inner_text("#status")
+            assert httpx.get(server.base + "/api/v2/keys", headers=bearer).status_code == 401
+            assert httpx.get(server.base + "/api/v2/sdk/live-sessions",
+                             headers={"x-api-key": second_key}).status_code == 200
         finally:
             browser.close()
 
