@@ -42,6 +42,10 @@ class EgressJob(msgspec.Struct, kw_only=True):
     progress_message: str | None = None
     media_location: str | None = None
     media_size: int | None = None
+    # recording: why and when its storage failed (it then ended like a stop);
+    # None for a recording that ended normally
+    failed_reason: str | None = None
+    failed_at: int | None = None
 
 
 class EgressError(Refused):

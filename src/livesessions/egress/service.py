@@ -4,10 +4,17 @@ A job's built-in part is a bot member of the room: the recorder writes the
 timeline it receives to a file, the livestream publishes it to viewers. Jobs
 end when stopped or when their session ends; after a crash, jobs left active
 are finalized at the next start with what was written.
+
+A recording whose storage fails (a full, broken or stalled disk) ends like a
+stop, stored with why: its bot leaves the room as usual, and the peers see
+nothing of it but that the recording stopped. File work never runs on the
+event loop (see timeline).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +31,10 @@ from livesessions.realtime.hub import Connection
 from livesessions.realtime.membership import Membership
 from livesessions.stores.base import Presence, Store
 
-BOT_PERMISSIONS = resolve_permissions(BOT_ROLE, None)
+log = logging.getLogger(__name__)
+
+# The service's own recorder and livestream take in everything the room says.
+BOT_PERMISSIONS = resolve_permissions(BOT_ROLE, {"canRecvData": True})
 
 
 @dataclass(eq=False)
@@ -34,11 +44,11 @@ class ActiveJob:
     timeline: TimelineFile | None = None
     broadcast: Broadcast | None = None
 
-    def end(self) -> int:
-        """Finish the output; the recording's final size."""
+    async def end(self) -> int:
+        """Finish the output; the recording's final size. Never raises."""
         if self.broadcast is not None:
             self.broadcast.end()
-        return self.timeline.close() if self.timeline is not None else 0
+        return await self.timeline.close() if self.timeline is not None else 0
 
 
 class EgressService:
@@ -60,6 +70,9 @@ class EgressService:
         self.clock = clock
         self.worker_lease_ms = worker_lease_ms
         self._active: dict[tuple[RoomKey, EgressType], ActiveJob | None] = {}
+        # Jobs being ended because their recording failed: kept so the tasks
+        # are not collected mid-way.
+        self._failing: set[asyncio.Task[EgressJob]] = set()
 
     def recording_path(self, job_id: str) -> Path:
         return self.recordings_dir / f"{job_id}.jsonl"
@@ -86,7 +99,9 @@ class EgressService:
         try:
             return await self._launch(key, session_id, kind, rtmp_urls)
         except BaseException:
-            self._active.pop((key, kind), None)
+            active = self._active.pop((key, kind), None)
+            if active is not None and active.timeline is not None:
+                active.timeline.end_writing()  # its writer thread ends too
             raise
 
     async def _launch(self, key: RoomKey, session_id: str, kind: EgressType, rtmp_urls: list[str]) -> EgressJob:
@@ -116,8 +131,10 @@ class EgressService:
             broadcast, timeline_file = Broadcast(), None
             sink = broadcast.publish
         else:
-            broadcast, timeline_file = None, TimelineFile(self.recording_path(job.id), self.clock)
-            sink = timeline_file.append
+            timeline_file = TimelineFile(
+                self.recording_path(job.id), self.clock, lambda _reason: self._recording_failed(key, job.id)
+            )
+            broadcast, sink = None, timeline_file.append
         connection = Connection(
             key=key, peer_id=f"{kind}-{job.id}", role=BOT_ROLE, permissions=BOT_PERMISSIONS, sink=sink
         )
@@ -126,6 +143,7 @@ class EgressService:
             permissions=BOT_PERMISSIONS,
             connection_id=connection.id,
             room_locked=False,
+            internal=True,
         )
         self._active[(key, kind)] = ActiveJob(job, connection, timeline_file, broadcast)
         _, persisted = await self.membership.enter(connection, admission)
@@ -155,20 +173,39 @@ class EgressService:
                 return active.broadcast
         return None
 
+    def _recording_failed(self, key: RoomKey, job_id: str) -> None:
+        """The recording's file cannot be written: end the job, as a stop would."""
+        active = self._active.get((key, "recording"))
+        if active is None or active.job.id != job_id:
+            return  # already ending; `_finish` stores why
+        task = asyncio.ensure_future(self._finish(active))
+        self._failing.add(task)
+        task.add_done_callback(self._failing.discard)
+        task.add_done_callback(_log_if_raised)
+
     async def _finish(self, active: ActiveJob) -> EgressJob:
         key = active.connection.key
-        if self._active.get((key, active.job.type)) is not active:
-            return active.job  # someone else is finishing it
-        del self._active[(key, active.job.type)]
+        job = active.job
+        if self._active.get((key, job.type)) is not active:
+            return job  # someone else is finishing it
+        del self._active[(key, job.type)]
         await self.membership.depart(active.connection)
         active.connection.close(1000, "job stopped")
-        size = active.end()
+        size = await active.end()
         now = self.clock()
-        await self.store.stop_egress_job(active.job.id, now, size)
-        active.job.active = False
-        active.job.stopped_at = now
-        active.job.size = size
-        return active.job
+        if active.timeline is not None and active.timeline.failed_reason is not None:
+            job.failed_reason = active.timeline.failed_reason
+            job.failed_at = active.timeline.failed_at
+            # Once per job (here, where every failure ends up); no tokens in it.
+            log.error(
+                "recording %s of room %s (project %s) failed and was stopped: %s",
+                job.id, key.room_id, key.project_id, job.failed_reason,
+            )
+        await self.store.stop_egress_job(job.id, now, size, job.failed_reason, job.failed_at)
+        job.active = False
+        job.stopped_at = now
+        job.size = size
+        return job
 
     async def session_ended(self, ended: EndedSession) -> None:
         """A session is over: so are its jobs."""
@@ -178,9 +215,10 @@ class EgressService:
                 await self._finish(active)
 
     async def stop_all(self) -> None:
-        for active in list(self._active.values()):
-            if active is not None:
-                await self._finish(active)
+        # Together: a stalled disk costs the shutdown one close timeout, not one a job.
+        await asyncio.gather(*(self._finish(active) for active in list(self._active.values()) if active is not None))
+        # Failed recordings being ended: let them be stored as such.
+        await asyncio.gather(*self._failing, return_exceptions=True)
 
     # --- after a crash ------------------------------------------------------
 
@@ -188,10 +226,19 @@ class EgressService:
         """Finalize jobs that were active when the last process stopped."""
         jobs = await self.store.active_egress_jobs()
         for job in jobs:
-            size, written_at = timeline.recover(self.recording_path(job.id)) if job.type == "recording" else (0, None)
+            size, written_at, failed = 0, None, None
+            if job.type == "recording":
+                try:
+                    size, written_at = await asyncio.to_thread(timeline.recover, self.recording_path(job.id))
+                except OSError as exc:
+                    # Unreadable: the job is still finalized, as failed and
+                    # empty; the service must start all the same.
+                    failed = timeline.describe(exc, "the recording could not be read back after a restart")
+                    log.error("recording %s of room %s (project %s) could not be recovered: %s",
+                              job.id, job.room_id, job.project_id, exc)
             ended_at = await self.store.session_end_time(job.session_id)
             stopped_at = max(job.started_at, written_at or ended_at or job.started_at)
-            await self.store.stop_egress_job(job.id, stopped_at, size)
+            await self.store.stop_egress_job(job.id, stopped_at, size, failed, stopped_at if failed else None)
         return len(jobs)
 
     # --- external media workers ---------------------------------------------
@@ -226,6 +273,11 @@ class EgressService:
 
     async def release_silent_workers(self) -> int:
         return await self.store.release_expired_leases(self.clock())
+
+
+def _log_if_raised(task: asyncio.Task[EgressJob]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("ending a failed recording failed", exc_info=exc)
 
 
 def _worker_result(result: EgressJob | str) -> EgressJob:

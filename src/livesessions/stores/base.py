@@ -149,7 +149,9 @@ class Store(Protocol):
 
     async def active_egress_jobs(self) -> list[EgressJob]: ...
 
-    async def stop_egress_job(self, job_id: str, stopped_at: int, size: int) -> bool: ...
+    async def stop_egress_job(
+        self, job_id: str, stopped_at: int, size: int, failed_reason: str | None = None, failed_at: int | None = None
+    ) -> bool: ...
 
     async def list_recordings(
         self, project_id: str, session_id: str | None, before: int | None, limit: int

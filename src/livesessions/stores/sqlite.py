@@ -111,6 +111,11 @@ _SCHEMA = [
         expires_at INTEGER NOT NULL
     );
     """,
+    # version 4: why and when a recording's storage failed
+    """
+    ALTER TABLE egress_jobs ADD COLUMN failed_reason TEXT;
+    ALTER TABLE egress_jobs ADD COLUMN failed_at INTEGER;
+    """,
 ]
 
 
@@ -517,15 +522,18 @@ class SQLiteStore:
     async def active_egress_jobs(self) -> list[EgressJob]:
         return [_job(row) for row in self.db.read(f"SELECT {_JOB_COLUMNS} FROM egress_jobs WHERE active = 1")]
 
-    async def stop_egress_job(self, job_id: str, stopped_at: int, size: int) -> bool:
-        """Mark a job stopped; its media part is cancelled unless a worker has it."""
+    async def stop_egress_job(
+        self, job_id: str, stopped_at: int, size: int, failed_reason: str | None = None, failed_at: int | None = None
+    ) -> bool:
+        """Mark a job stopped (failed, with a reason); its media part is
+        cancelled unless a worker has it."""
 
         def write(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
-                "UPDATE egress_jobs SET active = 0, stopped_at = ?, size = ?,"
+                "UPDATE egress_jobs SET active = 0, stopped_at = ?, size = ?, failed_reason = ?, failed_at = ?,"
                 " media_status = CASE media_status WHEN 'pending' THEN 'cancelled' ELSE media_status END"
                 " WHERE id = ? AND active = 1",
-                (stopped_at, size, job_id),
+                (stopped_at, size, failed_reason, failed_at, job_id),
             )
             return cursor.rowcount == 1
 

@@ -103,6 +103,11 @@ def register(router: Router, services: Services) -> None:
             if job.media_status == "completed":
                 item["mediaUrl"] = job.media_location
                 item["mediaSize"] = job.media_size
+            if job.failed_reason is not None:
+                # The recording ended early because its storage failed; it
+                # holds what was written until then.
+                item["failedReason"] = job.failed_reason
+                item["failedAt"] = job.failed_at
             items.append(item)
         return JSONResponse({"recordings": items, "nextCursor": next_cursor})
 
@@ -117,6 +122,9 @@ def register(router: Router, services: Services) -> None:
         if job is None:
             raise error_message(404, "Recording Not Found")
         path = egress.recording_path(job.id)
+        # A failed recording may have no file at all (size 0).
+        if job.size > 0 and not await asyncio.to_thread(path.is_file):
+            raise error_message(404, "Recording Not Found")
         headers = [(b"content-length", str(job.size).encode()),
                    (b"content-disposition", f'attachment; filename="{job.id}.jsonl"'.encode())]
         return StreamingResponse(_file_chunks(path, job.size), request.receive, b"application/x-ndjson", headers)
@@ -159,12 +167,23 @@ def register(router: Router, services: Services) -> None:
 
 
 async def _file_chunks(path: Path, size: int) -> AsyncIterator[bytes]:
-    """Exactly `size` bytes of the file: what was final when it was listed."""
+    """Exactly `size` bytes of the file: what was final when it was listed.
+
+    Read on a worker thread, never on the event loop (a slow disk must not
+    hold up the rest of the service), a chunk at a time, each read opening
+    the file on its own: a download that is abandoned mid-read leaves no
+    file open behind it.
+    """
+    offset = 0
+    while offset < size:
+        chunk = await asyncio.to_thread(_read_at, path, offset, min(CHUNK, size - offset))
+        if not chunk:
+            return
+        offset += len(chunk)
+        yield chunk
+
+
+def _read_at(path: Path, offset: int, length: int) -> bytes:
     with open(path, "rb") as file:
-        left = size
-        while left > 0:
-            chunk = file.read(min(CHUNK, left))
-            if not chunk:
-                return
-            left -= len(chunk)
-            yield chunk
+        file.seek(offset)
+        return file.read(length)
