@@ -264,11 +264,6 @@ class SQLiteStore:
         )
         return (row[0], row[1]) if row else None
 
-    async def forget_expired_sign_ins(self, now: int) -> None:
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM sign_in_nonces WHERE expires_at < ?", (now,))
-            conn.execute("DELETE FROM account_sessions WHERE expires_at < ?", (now,))
-
     async def end_account_sessions(self, token_hash: str, everywhere: bool) -> None:
         """End this account session, or with `everywhere` every session of its project."""
         def write(conn: sqlite3.Connection) -> None:
@@ -283,11 +278,16 @@ class SQLiteStore:
 
         await self.db.write(write)
 
+    async def forget_expired_sign_ins(self, now: int) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM sign_in_nonces WHERE expires_at < ?", (now,))
+            conn.execute("DELETE FROM account_sessions WHERE expires_at < ?", (now,))
+
         await self.db.write(write)
 
     async def project_for_key_hash(self, key_hash: str) -> tuple[str, str] | None:
         row = self.db.read_one(
-            "SELECT project_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,)
+            "SELECT project_id, id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,)
         )
         return (row[0], row[1]) if row else None
 
