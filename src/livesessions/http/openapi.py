@@ -506,10 +506,14 @@ def egress_schemas() -> dict[str, Schema]:
                 "recordingSize": integer("Bytes.", minimum=0),
                 "mediaUrl": string("Where a media worker put the audio/video file."),
                 "mediaSize": integer("Bytes.", minimum=0),
+                "failedReason": string("Why the recording ended early: its storage failed (disk full or stalled)."),
+                "failedAt": EPOCH_MS,
             },
-            optional=("mediaUrl", "mediaSize"),
-            dependentRequired={"mediaUrl": ["mediaSize"], "mediaSize": ["mediaUrl"]},
-            description="`mediaUrl` and `mediaSize` are present once a media worker has completed the job.",
+            optional=("mediaUrl", "mediaSize", "failedReason", "failedAt"),
+            dependentRequired={"mediaUrl": ["mediaSize"], "mediaSize": ["mediaUrl"],
+                               "failedReason": ["failedAt"], "failedAt": ["failedReason"]},
+            description="`mediaUrl` and `mediaSize` are present once a media worker has completed the job; "
+            "`failedReason` and `failedAt` once the recording failed.",
         ),
         "RecordingPage": closed(
             {
