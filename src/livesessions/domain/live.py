@@ -4,6 +4,7 @@ leave changes. These are the values every presence store speaks in."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import msgspec
@@ -28,6 +29,13 @@ class LiveSession(msgspec.Struct, rename="camel"):
     current_peer_count: int
     livestream_count: int
     recording_count: int
+
+
+class Refusal(Enum):
+    """Why a join was refused (each transport says it in its own words)."""
+
+    LOCKED = "locked"
+    FULL = "full"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +75,9 @@ class EndedSession:
 
 @dataclass(slots=True)
 class JoinOutcome:
-    # Set when the join is refused: (WebSocket close code, reason). Nothing
-    # else about the room changed, except that `ended` may be set.
-    refused: tuple[int, str] | None = None
+    # Set when the join is refused. Nothing else about the room changed,
+    # except that `ended` may be set.
+    refused: Refusal | None = None
     session_id: str | None = None
     start_time: int | None = None
     started_session: bool = False
@@ -90,5 +98,3 @@ class LeaveOutcome:
     room_emptied: bool
 
 
-REFUSED_LOCKED = (4003, "room is locked")
-REFUSED_FULL = (4029, "room is full")

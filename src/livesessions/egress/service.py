@@ -29,6 +29,7 @@ from livesessions.egress.livestream import Broadcast
 from livesessions.egress.timeline import TimelineFile
 from livesessions.realtime.hub import Connection
 from livesessions.realtime.membership import Membership
+from livesessions.realtime.protocol import CloseCode
 from livesessions.stores.base import Presence, Store
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,7 @@ class EgressService:
             return job  # someone else is finishing it
         del self._active[(key, job.type)]
         await self.membership.depart(active.connection)
-        active.connection.close(1000, "job stopped")
+        active.connection.close(CloseCode.NORMAL, "job stopped")
         size = await active.end()
         now = self.clock()
         if active.timeline is not None and active.timeline.failed_reason is not None:

@@ -14,16 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
 from livesessions.domain.live import RoomKey
 from livesessions.domain.permissions import BOT_ROLE
-
-_encode = msgspec.json.encode
+from livesessions.realtime.protocol import CloseCode, ServerMessage, encode
 
 OUTBOX_LIMIT = 1024
 OUTBOX_BYTES_LIMIT = 4 * 1024 * 1024
-CLOSE_TOO_SLOW = (1008, "too slow to receive messages")
+CLOSE_TOO_SLOW = (CloseCode.TOO_SLOW, "too slow to receive messages")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +54,13 @@ class Connection:
     def can(self, permission: str) -> bool:
         return bool(self.permissions.get(permission))
 
-    def push(self, message: dict[str, Any] | bytes) -> None:
+    def push(self, message: ServerMessage | bytes) -> None:
         if self.closing:
             return
         if self.sink is not None:
-            self.sink(message if isinstance(message, bytes) else _encode(message))
+            self.sink(message if isinstance(message, bytes) else encode(message))
             return
-        encoded = message if isinstance(message, bytes) else _encode(message)
+        encoded = message if isinstance(message, bytes) else encode(message)
         if self.outbox.qsize() >= OUTBOX_LIMIT or self.queued_bytes + len(encoded) > OUTBOX_BYTES_LIMIT:
             self.abort(*CLOSE_TOO_SLOW)
             return
@@ -120,14 +117,14 @@ class Hub:
     def broadcast(
         self,
         key: RoomKey,
-        message: dict[str, Any],
+        message: ServerMessage,
         exclude: str | None = None,
         only: Callable[[Connection], bool] | None = None,
     ) -> None:
         room = self._rooms.get(key)
         if not room:
             return
-        encoded = _encode(message)
+        encoded = encode(message)
         for peer_id, connection in room.items():
             if peer_id != exclude and (only is None or only(connection)):
                 connection.push(encoded)

@@ -13,9 +13,9 @@ from collections.abc import Awaitable
 
 from livesessions.domain.live import Admission, JoinOutcome
 from livesessions.domain.sessions import SessionKeeper
+from livesessions.realtime import protocol
 from livesessions.realtime.hub import Connection, Hub
-
-CLOSE_REPLACED = 4009
+from livesessions.realtime.protocol import CloseCode
 
 
 class Membership:
@@ -31,18 +31,10 @@ class Membership:
             return outcome, persisted
         replaced = self.hub.add(connection)
         if replaced is not None:
-            replaced.close(CLOSE_REPLACED, "replaced by a newer connection of the same peer")
-        connection.push(
-            {
-                "type": "joined",
-                "roomId": key.room_id,
-                "sessionId": outcome.session_id,
-                "peerId": connection.peer_id,
-                "peers": outcome.peers,
-            }
-        )
+            replaced.close(CloseCode.REPLACED, "replaced by a newer connection of the same peer")
+        connection.push(protocol.Joined(key.room_id, outcome.session_id, connection.peer_id, outcome.peers))
         if not connection.is_bot and outcome.replaced_connection is None:
-            self.hub.broadcast(key, {"type": "peer-joined", "peer": admission.peer}, exclude=connection.peer_id)
+            self.hub.broadcast(key, protocol.PeerJoined(admission.peer), exclude=connection.peer_id)
         return outcome, persisted
 
     async def depart(self, connection: Connection) -> None:
@@ -50,5 +42,5 @@ class Membership:
         outcome, persisted = await self.keeper.leave(connection.key, connection.peer_id, connection.id)
         removed = self.hub.remove(connection)
         if removed and outcome is not None and not outcome.was_bot:
-            self.hub.broadcast(connection.key, {"type": "peer-left", "peerId": connection.peer_id})
+            self.hub.broadcast(connection.key, protocol.PeerLeft(connection.peer_id))
         await persisted

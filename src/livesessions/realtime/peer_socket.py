@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-import orjson
-
 from livesessions.auth.api_keys import ApiKeys
 from livesessions.auth.peer_tokens import InvalidPeerToken, PeerTokenSigner
 from livesessions.clock import Clock
@@ -24,7 +22,9 @@ from livesessions.domain.live import Admission, PeerPresence, RoomKey
 from livesessions.domain.sessions import SessionKeeper
 from livesessions.domain.metadata import MetadataError, peer_metadata_text
 from livesessions.realtime.hub import Close, Connection
+from livesessions.realtime import protocol
 from livesessions.realtime.membership import Membership
+from livesessions.realtime.protocol import REFUSAL_CLOSE, CloseCode
 from livesessions.realtime.throttle import Throttle, Verdict
 from livesessions.stores.base import Store
 
@@ -33,17 +33,8 @@ log = logging.getLogger(__name__)
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-CLOSE_BAD_TOKEN = 4001
-CLOSE_ROOM_NOT_FOUND = 4004
-CLOSE_TOO_FAST = 4008
-CLOSE_INTERNAL = 1011
-
-MAX_RECIPIENTS = 1024
-MAX_LABEL_CHARS = 256
-
-
-def _error(message: str) -> dict[str, Any]:
-    return {"type": "error", "message": message}
+def _error(message: str) -> bytes:
+    return protocol.encode(protocol.Error(message))
 
 
 class PeerSocket:
@@ -77,12 +68,14 @@ class PeerSocket:
         try:
             claims = self.signer.verify(token)
         except InvalidPeerToken as exc:
-            return await _close(send, CLOSE_BAD_TOKEN, f"invalid peer token: {exc}"[:120])
+            return await _close(send, CloseCode.BAD_TOKEN, f"invalid peer token: {exc}"[:120])
         if not await self.api_keys.is_active(claims.key_id):
-            return await _close(send, CLOSE_BAD_TOKEN, "invalid peer token: the API key that issued it was revoked")
+            return await _close(
+                send, CloseCode.BAD_TOKEN, "invalid peer token: the API key that issued it was revoked"
+            )
         room = await self.store.get_room(claims.project_id, claims.room_id)
         if room is None:
-            return await _close(send, CLOSE_ROOM_NOT_FOUND, "room not found")
+            return await _close(send, CloseCode.ROOM_NOT_FOUND, "room not found")
 
         key = RoomKey(claims.project_id, claims.room_id)
         connection = Connection(key=key, peer_id=claims.peer_id, role=claims.role, permissions=claims.permissions)
@@ -97,7 +90,7 @@ class PeerSocket:
         outcome, persisted = await self.membership.enter(connection, admission)
         if outcome.refused is not None:
             await persisted
-            return await _close(send, *outcome.refused)
+            return await _close(send, *REFUSAL_CLOSE[outcome.refused])
         connection.on_abort = lambda: _spawn(self.membership.depart(connection))
 
         writer: asyncio.Task[None] | None = None
@@ -107,18 +100,18 @@ class PeerSocket:
             await self._receive_loop(connection, receive)
         except Exception:  # noqa: BLE001 - one peer's failure must not spread
             log.exception("peer connection failed")
-            connection.close(CLOSE_INTERNAL, "internal error")
+            connection.close(CloseCode.INTERNAL, "internal error")
         finally:
             await self.membership.depart(connection)
             if writer is not None:
-                connection.close(1000, "")
+                connection.close(CloseCode.NORMAL, "")
                 try:
                     await asyncio.wait_for(writer, timeout=2)
                 except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - the socket is gone
                     writer.cancel()
             else:
                 with contextlib.suppress(Exception):  # the client may be gone already
-                    await _close(send, CLOSE_INTERNAL, "could not record the join")
+                    await _close(send, CloseCode.INTERNAL, "could not record the join")
 
     async def _receive_loop(self, connection: Connection, receive: Receive) -> None:
         throttle = Throttle(self.message_rate, self.message_burst)
@@ -130,7 +123,7 @@ class PeerSocket:
             verdict = throttle.check(len(text) if text is not None else len(message.get("bytes") or b""))
             if verdict is not Verdict.ADMIT:
                 if verdict is Verdict.DISCONNECT:
-                    connection.abort(CLOSE_TOO_FAST, "sending too fast: disconnected")
+                    connection.abort(CloseCode.TOO_FAST, "sending too fast: disconnected")
                 elif verdict is Verdict.DROP_AND_WARN:
                     connection.push(_error(
                         f"sending too fast: messages are dropped past {throttle.rate:g} a second "
@@ -143,46 +136,34 @@ class PeerSocket:
 
     async def _on_message(self, connection: Connection, text: str) -> None:
         try:
-            message = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            return connection.push(_error("malformed JSON"))
-        kind = message.get("type") if isinstance(message, dict) else None
-        if kind == "data":
+            message = protocol.parse(text)
+        except protocol.BadMessage as exc:
+            return connection.push(_error(str(exc)))
+        if isinstance(message, protocol.SendData):
             return self._on_data(connection, message)
-        if kind == "update-metadata":
+        if isinstance(message, protocol.UpdateMetadata):
             return await self._on_update_metadata(connection, message)
-        if kind == "leave":
+        if isinstance(message, protocol.Leave):
             await self.membership.depart(connection)
-            return connection.close(1000, "left")
-        if kind == "ping":
-            return connection.push({"type": "pong"})
-        connection.push(_error(f"unknown message type: {kind!r}" if kind else "a message needs a string 'type'"))
+            return connection.close(CloseCode.NORMAL, "left")
+        connection.push(protocol.PONG)
 
-    def _on_data(self, connection: Connection, message: dict[str, Any]) -> None:
+    def _on_data(self, connection: Connection, message: protocol.SendData) -> None:
         if not connection.can("canSendData"):
             return connection.push(_error("not permitted: canSendData"))
-        to = message.get("to", "*")
-        label = message.get("label")
-        if to != "*" and not (
-            isinstance(to, list) and len(to) <= MAX_RECIPIENTS and all(isinstance(p, str) for p in to)
-        ):
-            return connection.push(_error(f"'to' must be \"*\" or a list of at most {MAX_RECIPIENTS} peer ids"))
-        if label is not None and not (isinstance(label, str) and len(label) <= MAX_LABEL_CHARS):
-            return connection.push(_error(f"'label' must be a string of at most {MAX_LABEL_CHARS} characters"))
-        recipients = None if to == "*" else set(to)
-        sender = connection.peer_id
+        recipients = None if message.to == "*" else set(message.to)
         self.hub.broadcast(
             connection.key,
-            {"type": "data", "from": sender, "label": label, "payload": message.get("payload")},
-            exclude=sender,
+            protocol.Data(connection.peer_id, message.label, message.payload),
+            exclude=connection.peer_id,
             only=lambda c: c.can("canRecvData") and (recipients is None or c.peer_id in recipients),
         )
 
-    async def _on_update_metadata(self, connection: Connection, message: dict[str, Any]) -> None:
+    async def _on_update_metadata(self, connection: Connection, message: protocol.UpdateMetadata) -> None:
         if not connection.can("canUpdateMetadata"):
             return connection.push(_error("not permitted: canUpdateMetadata"))
         try:
-            metadata = peer_metadata_text(message.get("metadata"))
+            metadata = peer_metadata_text(message.metadata)
         except MetadataError as exc:
             return connection.push(_error(str(exc)))
         changed, persisted = await self.keeper.update_metadata(
@@ -190,9 +171,9 @@ class PeerSocket:
         )
         if not changed:
             return
-        update = {"type": "metadata-updated", "peerId": connection.peer_id, "metadata": metadata}
+        update = protocol.MetadataUpdated(connection.peer_id, metadata)
         if connection.is_bot:
-            connection.push(update)
+            connection.push(protocol.encode(update))
         else:
             self.hub.broadcast(connection.key, update)
         await persisted
@@ -223,6 +204,6 @@ async def _drain(connection: Connection, send: Send) -> None:
         await send({"type": "websocket.send", "text": item.decode()})
 
 
-async def _close(send: Send, code: int, reason: str) -> None:
-    await send({"type": "websocket.close", "code": code, "reason": reason})
+async def _close(send: Send, code: CloseCode, reason: str) -> None:
+    await send({"type": "websocket.close", "code": int(code), "reason": reason})
 

@@ -11,14 +11,13 @@ from dataclasses import dataclass, field
 
 from livesessions.domain.ids import new_session_id
 from livesessions.domain.live import (
-    REFUSED_FULL,
-    REFUSED_LOCKED,
     Admission,
     EndedSession,
     JoinOutcome,
     LeaveOutcome,
     LiveSession,
     PeerPresence,
+    Refusal,
     RoomKey,
 )
 
@@ -78,9 +77,9 @@ class MemoryPresence:
             # its token says is full: for bots every member counts.
             members_counted = len(room.peers) + (len(room.bots) if admission.is_bot else 0)
             if locked and not admission.is_admin:
-                outcome.refused = REFUSED_LOCKED
+                outcome.refused = Refusal.LOCKED
             elif admission.max_peers is not None and members_counted >= admission.max_peers:
-                outcome.refused = REFUSED_FULL
+                outcome.refused = Refusal.FULL
             if outcome.refused:
                 self._forget_if_unused(key, room)
                 return outcome

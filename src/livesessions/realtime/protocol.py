@@ -1,0 +1,146 @@
+"""The peer WebSocket protocol, in one place: every close code, every message a
+peer may send (parsed and validated here) and every message it is sent.
+
+Messages are JSON text frames with a `type` field; msgspec's tagged unions
+decode and encode them, so a frame is checked once, in C, on the way in.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from livesessions.domain.live import PeerPresence, Refusal
+
+MAX_RECIPIENTS = 1024
+MAX_LABEL_CHARS = 256
+
+
+class CloseCode(IntEnum):
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    TOO_SLOW = 1008  # the peer's outbox overflowed: it does not read fast enough
+    INTERNAL = 1011
+    BAD_TOKEN = 4001  # missing, malformed, expired, or its API key was revoked
+    LOCKED = 4003
+    ROOM_NOT_FOUND = 4004
+    TOO_FAST = 4008  # kept sending past its message budget
+    REPLACED = 4009  # the same peer connected again
+    FULL = 4029
+
+
+# What a refused join is closed with.
+REFUSAL_CLOSE: dict[Refusal, tuple[CloseCode, str]] = {
+    Refusal.LOCKED: (CloseCode.LOCKED, "room is locked"),
+    Refusal.FULL: (CloseCode.FULL, "room is full"),
+}
+
+
+# --- peer -> server ---------------------------------------------------------
+
+Label = Annotated[str, msgspec.Meta(max_length=MAX_LABEL_CHARS)]
+Recipients = Annotated[list[str], msgspec.Meta(max_length=MAX_RECIPIENTS)]
+
+
+class SendData(msgspec.Struct, tag="data", tag_field="type"):
+    """A data message to everyone else ("*") or to the peers listed."""
+
+    to: Literal["*"] | Recipients = "*"
+    label: Label | None = None
+    payload: Any = None
+
+
+class UpdateMetadata(msgspec.Struct, tag="update-metadata", tag_field="type"):
+    metadata: Any = None
+
+
+class Leave(msgspec.Struct, tag="leave", tag_field="type"):
+    pass
+
+
+class Ping(msgspec.Struct, tag="ping", tag_field="type"):
+    pass
+
+
+ClientMessage = SendData | UpdateMetadata | Leave | Ping
+
+_decoder = msgspec.json.Decoder(ClientMessage)
+
+
+class BadMessage(ValueError):
+    """A frame that is not a valid peer message; the text says why."""
+
+
+def parse(text: str) -> ClientMessage:
+    try:
+        return _decoder.decode(text)
+    except msgspec.ValidationError as exc:
+        raise BadMessage(_explain(str(exc))) from None
+    except msgspec.DecodeError:
+        raise BadMessage("malformed JSON") from None
+
+
+def _explain(problem: str) -> str:
+    """msgspec's account of a bad frame, in the protocol's words."""
+    _, at, where = problem.partition(" - at `")
+    where = where.rstrip("`")
+    if not at:  # not an object, or no type at all
+        return "a message is a JSON object with a string 'type'"
+    if where == "$.type":
+        if problem.startswith("Invalid value"):
+            return f"unknown message type; use one of: {', '.join(TYPES)}"
+        return "a message is a JSON object with a string 'type'"
+    if where.startswith("$.to"):
+        return f"'to' must be \"*\" or a list of at most {MAX_RECIPIENTS} peer ids"
+    if where.startswith("$.label"):
+        return f"'label' must be a string of at most {MAX_LABEL_CHARS} characters"
+    return problem
+
+
+TYPES = ("data", "update-metadata", "leave", "ping")
+
+
+# --- server -> peer ---------------------------------------------------------
+
+
+class Joined(msgspec.Struct, tag="joined", tag_field="type", rename="camel"):
+    room_id: str
+    session_id: str | None
+    peer_id: str
+    peers: list[PeerPresence]
+
+
+class PeerJoined(msgspec.Struct, tag="peer-joined", tag_field="type"):
+    peer: PeerPresence
+
+
+class PeerLeft(msgspec.Struct, tag="peer-left", tag_field="type", rename="camel"):
+    peer_id: str
+
+
+class Data(msgspec.Struct, tag="data", tag_field="type", rename={"sender": "from"}):
+    sender: str
+    label: str | None
+    payload: Any
+
+
+class MetadataUpdated(msgspec.Struct, tag="metadata-updated", tag_field="type", rename="camel"):
+    peer_id: str
+    metadata: str
+
+
+class Pong(msgspec.Struct, tag="pong", tag_field="type"):
+    pass
+
+
+class Error(msgspec.Struct, tag="error", tag_field="type"):
+    message: str
+
+
+ServerMessage = Joined | PeerJoined | PeerLeft | Data | MetadataUpdated | Pong | Error
+
+encode = msgspec.json.Encoder().encode
+
+PONG = encode(Pong())
