@@ -11,6 +11,7 @@ from livesessions.auth.rate_limits import RateLimiter
 from livesessions.auth.wallet_sign_in import SignInPolicy, WalletSignIn
 from livesessions.clock import Clock, now_ms
 from livesessions.config import Settings
+from livesessions.domain.egress import EGRESS_TYPES
 from livesessions.domain.sessions import SessionKeeper
 from livesessions.egress.links import LinkSigner, load_or_create_secret
 from livesessions.egress.service import EgressService
@@ -19,6 +20,7 @@ from livesessions.realtime.membership import Membership
 from livesessions.stores.base import Presence, Store
 from livesessions.stores.memory_presence import MemoryPresence
 from livesessions.stores.sqlite import SQLiteStore
+from livesessions.telemetry import Telemetry
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Services:
     # Requests with a wrong API key or account token, per client address.
     failed_auth_limiter: RateLimiter
     clock: Clock
+    telemetry: Telemetry
 
     def close(self) -> None:
         self.store.close()
@@ -54,12 +57,23 @@ def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
     presence = MemoryPresence(grace_period_ms=int(settings.grace_period * 1000))
     keeper = SessionKeeper(presence, store, clock)
     hub = Hub()
-    membership = Membership(keeper, hub)
+    telemetry = Telemetry()
+    store.instrument(telemetry)
+    membership = Membership(keeper, hub, telemetry)
     signer = PeerTokenSigner(load_or_create_key(settings.signing_key_path))
     egress = EgressService(
         store, presence, membership, signer, settings.recordings_dir, clock, int(settings.worker_lease * 1000)
     )
     keeper.session_end_listeners.append(egress.session_ended)
+
+    async def refresh_gauges() -> None:
+        rooms, peers = await presence.totals()
+        telemetry.live_rooms.set(rooms)
+        telemetry.peers.set(peers)
+        for kind in EGRESS_TYPES:
+            telemetry.recordings_active.labels(kind).set(egress.active_count(kind))
+
+    telemetry.refresh_before_scrape(refresh_gauges)
     api_keys = ApiKeys(store, clock)
     policy = SignInPolicy(
         domain=settings.siwe_domain or urlsplit(settings.base_url).netloc,
@@ -83,4 +97,5 @@ def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
         sign_in_limiter=RateLimiter(per_minute / 60, per_minute),
         failed_auth_limiter=RateLimiter(settings.failed_auths_per_minute / 60, settings.failed_auths_per_minute),
         clock=clock,
+        telemetry=telemetry,
     )

@@ -168,6 +168,10 @@ class EgressService:
         key = RoomKey(project_id, room_id)
         return [a.job for k in ("recording", "livestream") if (a := self._active.get((key, k))) is not None]
 
+    def active_count(self, kind: EgressType) -> int:
+        """Jobs of this type going on now (or starting)."""
+        return sum(1 for (_, k) in self._active if k == kind)
+
     def broadcast_for(self, playback_id: str) -> Broadcast | None:
         for active in self._active.values():
             if active is not None and active.job.playback_id == playback_id:

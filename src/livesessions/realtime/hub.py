@@ -45,7 +45,7 @@ class Connection:
     sink: Callable[[bytes], None] | None = None
     # Told when the connection is cut off at once (see `abort`), so the
     # member leaves the room now rather than when its socket gives up.
-    on_abort: Callable[[], None] | None = None
+    on_abort: Callable[[int], None] | None = None
 
     @property
     def is_bot(self) -> bool:
@@ -91,7 +91,7 @@ class Connection:
             self.queued_bytes = 0
             self.outbox.put_nowait(Close(code, reason))
         if self.on_abort is not None:
-            self.on_abort()
+            self.on_abort(code)
 
 
 class Hub:

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from prometheus_client import Counter
+
 from livesessions.auth.api_keys import ApiKeys
 from livesessions.auth.peer_tokens import InvalidPeerToken, PeerTokenSigner
 from livesessions.clock import Clock
@@ -58,6 +60,7 @@ class PeerSocket:
         self.clock = clock
         self.message_rate = message_rate
         self.message_burst = message_burst
+        self.telemetry = membership.telemetry
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
@@ -68,13 +71,16 @@ class PeerSocket:
         try:
             claims = self.signer.verify(token)
         except InvalidPeerToken as exc:
+            self.telemetry.refusals.labels("bad-token").inc()
             return await _close(send, CloseCode.BAD_TOKEN, f"invalid peer token: {exc}"[:120])
         if not await self.api_keys.is_active(claims.key_id):
+            self.telemetry.refusals.labels("revoked-key").inc()
             return await _close(
                 send, CloseCode.BAD_TOKEN, "invalid peer token: the API key that issued it was revoked"
             )
         room = await self.store.get_room(claims.project_id, claims.room_id)
         if room is None:
+            self.telemetry.refusals.labels("room-not-found").inc()
             return await _close(send, CloseCode.ROOM_NOT_FOUND, "room not found")
 
         key = RoomKey(claims.project_id, claims.room_id)
@@ -89,14 +95,15 @@ class PeerSocket:
         )
         outcome, persisted = await self.membership.enter(connection, admission)
         if outcome.refused is not None:
+            self.telemetry.refusals.labels(outcome.refused.value).inc()
             await persisted
             return await _close(send, *REFUSAL_CLOSE[outcome.refused])
-        connection.on_abort = lambda: _spawn(self.membership.depart(connection))
+        connection.on_abort = lambda code: self._cut_off(connection, code)
 
         writer: asyncio.Task[None] | None = None
         try:
             await persisted
-            writer = asyncio.create_task(_drain(connection, send))
+            writer = asyncio.create_task(_drain(connection, send, self.telemetry.ws_out))
             await self._receive_loop(connection, receive)
         except Exception:  # noqa: BLE001 - one peer's failure must not spread
             log.exception("peer connection failed")
@@ -113,12 +120,19 @@ class PeerSocket:
                 with contextlib.suppress(Exception):  # the client may be gone already
                     await _close(send, CloseCode.INTERNAL, "could not record the join")
 
+    def _cut_off(self, connection: Connection, code: int) -> None:
+        """The connection was ended at once: the member leaves the room now."""
+        self.telemetry.disconnects.labels(CloseCode(code).name.lower().replace("_", "-")).inc()
+        _spawn(self.membership.depart(connection))
+
     async def _receive_loop(self, connection: Connection, receive: Receive) -> None:
         throttle = Throttle(self.message_rate, self.message_burst)
+        received = self.telemetry.ws_in
         while not connection.closing:
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 return
+            received.inc()
             text = message.get("text")
             verdict = throttle.check(len(text) if text is not None else len(message.get("bytes") or b""))
             if verdict is not Verdict.ADMIT:
@@ -195,13 +209,14 @@ def _spawn(work: Awaitable[None]) -> None:
 _departures: set[asyncio.Task[None]] = set()
 
 
-async def _drain(connection: Connection, send: Send) -> None:
+async def _drain(connection: Connection, send: Send, sent: Counter) -> None:
     while True:
         item = connection.take(await connection.outbox.get())
         if isinstance(item, Close):
             await send({"type": "websocket.close", "code": item.code, "reason": item.reason})
             return
         await send({"type": "websocket.send", "text": item.decode()})
+        sent.inc()
 
 
 async def _close(send: Send, code: CloseCode, reason: str) -> None:

@@ -20,6 +20,7 @@ from livesessions.domain.live import (
     PeerPresence,
     RoomKey,
 )
+from livesessions.telemetry import Telemetry
 from livesessions.domain.records import ApiKeyRecord, Metrics, Participant, Project, Room, SessionRecord
 
 
@@ -54,12 +55,18 @@ class Presence(Protocol):
 
     async def live_session_ids(self) -> list[str]: ...
 
+    async def totals(self) -> tuple[int, int]:
+        """(live rooms, peers in them) across every project."""
+
 
 class Store(Protocol):
     """Durable state. The record_* / end_* / touch_* writes are queued when
     called (not when awaited) and land in the order they were called."""
 
     def close(self) -> None: ...
+
+    def instrument(self, telemetry: Telemetry) -> None:
+        """Record write-queue depth and commit times."""
 
     async def project_for_wallet(self, wallet_address: str, now: int) -> Project: ...
 

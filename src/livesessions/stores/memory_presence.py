@@ -210,6 +210,11 @@ class MemoryPresence:
         """Sessions with peers in them now (not those waiting out their grace)."""
         return [r.session_id for r in self._rooms.values() if r.session_id is not None and r.peers]
 
+    async def totals(self) -> tuple[int, int]:
+        """(live rooms, peers in them) across every project."""
+        listings = [listing for project in self._listed.values() for listing in project]
+        return len(listings), sum(item.current_peer_count for _, _, item in listings)
+
     # --- internals --------------------------------------------------------
 
     def _changed(self, key: RoomKey) -> None:

@@ -12,6 +12,7 @@ import orjson
 
 from livesessions.domain.egress import EgressJob
 from livesessions.domain.ids import new_project_id, new_room_id
+from livesessions.telemetry import Telemetry
 from livesessions.domain.records import ApiKeyRecord, Metrics, Participant, Project, Room, SessionRecord
 
 _SCHEMA = [
@@ -159,6 +160,14 @@ class SQLiteStore:
 
     def close(self) -> None:
         self.db.close()
+
+    def instrument(self, telemetry: Telemetry) -> None:
+        self.db.observe_commit = telemetry.commits.observe
+
+        async def queue_depth() -> None:
+            telemetry.write_queue.set(self.db.queue_depth())
+
+        telemetry.refresh_before_scrape(queue_depth)
 
     # --- projects and keys ------------------------------------------------
 

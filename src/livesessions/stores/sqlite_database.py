@@ -14,6 +14,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -47,7 +48,13 @@ class SQLiteDatabase:
         self._queue: queue.SimpleQueue[tuple[Write[Any], asyncio.Future[Any]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run_writer, name="sqlite-writer", daemon=True)
         self._closed = False
+        # Told how long each commit took (on the writer thread).
+        self.observe_commit: Callable[[float], None] = _ignore
         self._thread.start()
+
+    def queue_depth(self) -> int:
+        """Writes queued and not yet picked up by the writer."""
+        return self._queue.qsize()
 
     def write(self, fn: Write[T]) -> asyncio.Future[T]:
         """Queue a write; the future resolves after the commit that holds it.
@@ -102,6 +109,7 @@ class SQLiteDatabase:
 
     def _commit(self, conn: sqlite3.Connection, batch: list[tuple[Write[Any], asyncio.Future[Any]]]) -> None:
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, future in batch:
@@ -120,6 +128,7 @@ class SQLiteDatabase:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             outcomes = [(future, None, exc) for _, future in batch]
+        self.observe_commit(time.perf_counter() - started)
         for future, result, error in outcomes:
             future.get_loop().call_soon_threadsafe(_settle, future, result, error)
 
@@ -131,3 +140,7 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+def _ignore(seconds: float) -> None:
+    pass
