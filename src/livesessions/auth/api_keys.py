@@ -7,13 +7,17 @@ requests are looked up by, so checking a key costs one hash and one dict hit.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 from dataclasses import dataclass
 
 from livesessions.clock import Clock
+from livesessions.logs import context
 from livesessions.domain.records import ApiKeyRecord
 from livesessions.stores.base import Store
+
+log = logging.getLogger(__name__)
 
 _PREFIX = "lsk_"
 WALLET_PATTERN = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -67,6 +71,7 @@ class ApiKeys:
         record = await self._store.add_api_key(
             project_id, "key_" + secrets.token_hex(8), name, hash_api_key(key), mask_api_key(key), now
         )
+        log.info("API key created", extra=context(project=project_id, key=record.id, name=name))
         return key, record
 
     async def project_for(self, key: str | None) -> KeyUse | None:
@@ -104,6 +109,7 @@ class ApiKeys:
             return False
         self._forget(digest, key_id)
         await self._store.revoke_api_key(digest, self._clock())
+        log.info("API key revoked", extra=context(project=project_id, key=key_id))
         return True
 
     async def refresh_revocations(self) -> None:

@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 
 from livesessions.clock import Clock
 from livesessions.domain.live import Admission, EndedSession, JoinOutcome, LeaveOutcome, RoomKey
+from livesessions.logs import context
 from livesessions.stores.base import Presence, Store
-
 
 
 async def _all(writes: list[Awaitable[None]]) -> None:
@@ -41,12 +41,16 @@ class SessionKeeper:
         outcome = await self.presence.join(key, admission, now)
         writes: list[Awaitable[None]] = []
         if outcome.ended is not None:
+            _log_ended(outcome.ended)
             writes.append(self.store.end_sessions([(outcome.ended.session_id, outcome.ended.end_time)]))
             # Not awaited here: the joiner should not wait on the old session's tidying.
             asyncio.get_running_loop().create_task(self._announce([outcome.ended]))
         if outcome.refused is None and not admission.is_bot and outcome.replaced_connection is None:
             assert outcome.session_id is not None
             peer = admission.peer
+            if outcome.started_session:
+                log.info("session started", extra=context(
+                    project=key.project_id, room=key.room_id, session=outcome.session_id, peer=peer.peer_id))
             writes.append(
                 self.store.record_join(
                     key.project_id,
@@ -78,6 +82,8 @@ class SessionKeeper:
     async def expire(self) -> int:
         """End the sessions whose grace period ran out; how many ended."""
         ended = await self.presence.expire(self.clock())
+        for session in ended:
+            _log_ended(session)
         if ended:
             await self.store.end_sessions([(e.session_id, e.end_time) for e in ended])
             await self._announce(ended)
@@ -96,3 +102,9 @@ class SessionKeeper:
         live = await self.presence.live_session_ids()
         if live:
             await self.store.touch_sessions(live, self.clock())
+
+
+def _log_ended(session: EndedSession) -> None:
+    log.info("session ended", extra=context(
+        project=session.key.project_id, room=session.key.room_id, session=session.session_id,
+        end_time=session.end_time))

@@ -18,11 +18,12 @@ from urllib.parse import parse_qs
 from prometheus_client import Counter
 
 from livesessions.auth.api_keys import ApiKeys
-from livesessions.auth.peer_tokens import InvalidPeerToken, PeerTokenSigner
+from livesessions.auth.peer_tokens import InvalidPeerToken, PeerClaims, PeerTokenSigner
 from livesessions.clock import Clock
 from livesessions.domain.live import Admission, PeerPresence, RoomKey
 from livesessions.domain.sessions import SessionKeeper
 from livesessions.domain.metadata import MetadataError, peer_metadata_text
+from livesessions.logs import context
 from livesessions.realtime.hub import Close, Connection
 from livesessions.realtime import protocol
 from livesessions.realtime.membership import Membership
@@ -71,16 +72,16 @@ class PeerSocket:
         try:
             claims = self.signer.verify(token)
         except InvalidPeerToken as exc:
-            self.telemetry.refusals.labels("bad-token").inc()
+            self._refused("bad-token", scope, detail=str(exc))
             return await _close(send, CloseCode.BAD_TOKEN, f"invalid peer token: {exc}"[:120])
         if not await self.api_keys.is_active(claims.key_id):
-            self.telemetry.refusals.labels("revoked-key").inc()
+            self._refused("revoked-key", scope, claims)
             return await _close(
                 send, CloseCode.BAD_TOKEN, "invalid peer token: the API key that issued it was revoked"
             )
         room = await self.store.get_room(claims.project_id, claims.room_id)
         if room is None:
-            self.telemetry.refusals.labels("room-not-found").inc()
+            self._refused("room-not-found", scope, claims)
             return await _close(send, CloseCode.ROOM_NOT_FOUND, "room not found")
 
         key = RoomKey(claims.project_id, claims.room_id)
@@ -95,7 +96,7 @@ class PeerSocket:
         )
         outcome, persisted = await self.membership.enter(connection, admission)
         if outcome.refused is not None:
-            self.telemetry.refusals.labels(outcome.refused.value).inc()
+            self._refused(outcome.refused.value, scope, claims)
             await persisted
             return await _close(send, *REFUSAL_CLOSE[outcome.refused])
         connection.on_abort = lambda code: self._cut_off(connection, code)
@@ -120,9 +121,21 @@ class PeerSocket:
                 with contextlib.suppress(Exception):  # the client may be gone already
                     await _close(send, CloseCode.INTERNAL, "could not record the join")
 
+    def _refused(self, reason: str, scope: dict[str, Any], claims: PeerClaims | None = None,
+                 detail: str | None = None) -> None:
+        self.telemetry.refusals.labels(reason).inc()
+        client = scope.get("client")
+        log.info("peer refused", extra=context(
+            reason=reason, detail=detail, client=client[0] if client else None,
+            project=claims.project_id if claims else None, room=claims.room_id if claims else None,
+            peer=claims.peer_id if claims else None))
+
     def _cut_off(self, connection: Connection, code: int) -> None:
         """The connection was ended at once: the member leaves the room now."""
-        self.telemetry.disconnects.labels(CloseCode(code).name.lower().replace("_", "-")).inc()
+        reason = CloseCode(code).name.lower().replace("_", "-")
+        self.telemetry.disconnects.labels(reason).inc()
+        log.info("peer cut off", extra=context(
+            reason=reason, project=connection.key.project_id, room=connection.key.room_id, peer=connection.peer_id))
         _spawn(self.membership.depart(connection))
 
     async def _receive_loop(self, connection: Connection, receive: Receive) -> None:
