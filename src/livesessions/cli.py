@@ -268,11 +268,18 @@ def serve(args: argparse.Namespace) -> int:
     except DataDirInUse as exc:
         raise CommandError(str(exc)) from None
     services = build_services(settings)
+    # Bounded request heads, read timeouts, a cap on connections per client,
+    # and WebSocket peers that stop reading cut off: livesessions.http.protocols.
+    from livesessions.http.protocols import protocol_classes, raise_open_files_limit
+
+    http_protocol, ws_protocol = protocol_classes(settings)
+    raise_open_files_limit()
     config = uvicorn.Config(
         create_app(services),
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        http=http_protocol,
+        ws=ws_protocol,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
         ws_max_size=settings.max_ws_frame_bytes,
