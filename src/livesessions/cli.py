@@ -1,91 +1,61 @@
-"""The `livesessions` command: run the service, manage API keys."""
+"""The `livesessions` command: run the service, manage API keys, sign in."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
-import logging
 import os
-import re
 import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
-from urllib.parse import urlsplit
+from typing import Any
 
 from livesessions import __version__
 from livesessions.auth.api_keys import WALLET_PATTERN, ApiKeys
 from livesessions.clock import now_ms
-from livesessions.config import Settings
+from livesessions.config import Setting, Settings, declared, describe_default
+from livesessions.logs import configure as configure_logs
 
-DEFAULT_DATA_DIR = "livesessions-data"
-DEFAULTS = Settings()
+SETTINGS = {setting.attr: setting for setting in declared()}
 
 
 class CommandError(Exception):
     """A problem worth one line to the user, not a traceback."""
 
 
-def _data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(os.environ.get("LIVESESSIONS_DATA_DIR", DEFAULT_DATA_DIR)),
-        help="where the SQLite database and the token signing key live "
-        f"(default: $LIVESESSIONS_DATA_DIR or ./{DEFAULT_DATA_DIR}; created on first start)",
-    )
-
-
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
-    return value
-
-
-def _chain_ids(text: str) -> frozenset[int]:
-    try:
-        ids = frozenset(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
-    if not ids or min(ids) < 1:
-        raise argparse.ArgumentTypeError("chain ids are positive numbers")
-    return ids
-
-
-def _public_url(text: str) -> str:
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise argparse.ArgumentTypeError(f"must be an http(s) URL such as https://live.example.com: {text!r}")
-    return text.rstrip("/")
-
-
-def _address_list(text: str) -> tuple[str, ...]:
-    addresses = tuple(part.strip() for part in text.split(",") if part.strip())
-    for address in addresses:
+def _from_text(setting: Setting) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
         try:
-            ipaddress.ip_network(address, strict=False)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an IP address or network: {address!r}") from None
-    return addresses
+            return setting.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = setting.attr  # argparse names the type in its errors
+    return parse
+
+
+def _add_setting(parser: argparse.ArgumentParser, setting: Setting) -> None:
+    """A setting's flag, defaulting to its environment variable, then to its declared default."""
+    default = setting.default
+    raw = os.environ.get(setting.env)
+    if raw is not None:
+        try:
+            default = setting.parse(raw)
+        except ValueError as exc:
+            parser.error(f"{setting.env}: {exc}")
+    if "(default:" in setting.help:  # the declaration says it in words
+        help_text = f"{setting.help[:-1]}; env {setting.env})"
+    else:
+        shown = "none" if setting.default is None else describe_default(setting.default)
+        help_text = f"{setting.help} (default: {shown}; env {setting.env})"
+    if setting.parse is bool or isinstance(setting.default, bool):
+        parser.add_argument(setting.flag, dest=setting.attr, nargs="?", const=True, default=default,
+                            type=_from_text(setting), metavar=setting.metavar, help=help_text)
+    else:
+        parser.add_argument(setting.flag, dest=setting.attr, default=default, type=_from_text(setting),
+                            metavar=setting.metavar, help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,113 +66,49 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"livesessions {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    serve = commands.add_parser("serve", help="run the service", description="Run the HTTP and WebSocket service.")
-    serve.add_argument("--host", default=DEFAULTS.host, help=f"address to listen on (default: {DEFAULTS.host})")
-    serve.add_argument("--port", type=int, default=DEFAULTS.port, help=f"port to listen on (default: {DEFAULTS.port})")
-    _data_dir(serve)
-    serve.add_argument(
-        "--recordings-dir", type=Path, default=None, metavar="DIR",
-        help="where the built-in recorder writes its files, e.g. on a volume of their own "
-        "(default: DATA_DIR/recordings)",
+    serve = commands.add_parser(
+        "serve", help="run the service",
+        description="Run the HTTP and WebSocket service. Every setting is also read from the environment "
+        "variable named in its help; a flag given here wins.",
     )
-    serve.add_argument(
-        "--grace-period", type=_positive, default=DEFAULTS.grace_period, metavar="SECONDS",
-        help="a room whose last peer left keeps its session if someone rejoins within this time (default: %(default)g)",
-    )
-    serve.add_argument(
-        "--ping-interval", type=_positive, default=DEFAULTS.ping_interval, metavar="SECONDS",
-        help="how often peers are pinged (default: %(default)g)",
-    )
-    serve.add_argument(
-        "--ping-timeout", type=_positive, default=DEFAULTS.ping_timeout, metavar="SECONDS",
-        help="a peer that does not answer a ping within this time is removed (default: %(default)g)",
-    )
-    serve.add_argument(
-        "--heartbeat-interval", type=_positive, default=DEFAULTS.heartbeat_interval, metavar="SECONDS",
-        help="how often live sessions are marked alive in history (a crash closes them no earlier than this), "
-        "and keys revoked by another process on the same database are picked up (default: %(default)g)",
-    )
-    serve.add_argument(
-        "--worker-lease", type=_positive, default=DEFAULTS.worker_lease, metavar="SECONDS",
-        help="a media worker silent for this long loses its claimed job to the queue (default: %(default)g)",
-    )
-    serve.add_argument(
-        "--public-url", type=_public_url, default=None, metavar="URL",
-        help="the address clients reach the service at: what wallet sign-in messages must name, and the base "
-        "of the links it hands out; set it behind a proxy (default: http://HOST:PORT as listened on; "
-        "never taken from request headers)",
-    )
-    serve.add_argument(
-        "--trusted-proxies", type=_address_list, default=DEFAULTS.trusted_proxies, metavar="ADDRESSES",
-        help="comma-separated addresses or networks of reverse proxies whose X-Forwarded-For and "
-        "X-Forwarded-Proto headers are believed (default: none)",
-    )
-    serve.add_argument(
-        "--rate-limit", type=_non_negative, default=DEFAULTS.rate_limit, metavar="PER_SECOND",
-        help="requests a second each API key may make on average; 0 turns limits off (default: %(default)g)",
-    )
-    serve.add_argument(
-        "--rate-burst", type=_positive, default=DEFAULTS.rate_burst, metavar="REQUESTS",
-        help="how many requests an API key may make at once above its rate (default: %(default)g)",
-    )
-    serve.add_argument(
-        "--sign-ins-per-minute", type=_positive, default=DEFAULTS.sign_ins_per_minute, metavar="N",
-        help="wallet sign-in attempts allowed per minute, per wallet and per client address (default: %(default)g)",
-    )
-    serve.add_argument(
-        "--siwe-domain", default=None, metavar="HOST",
-        help="the domain sign-in messages must name (default: the host and port of --public-url)",
-    )
-    serve.add_argument(
-        "--siwe-uri", default=None, metavar="URL",
-        help="the URI sign-in messages must name (default: --public-url)",
-    )
-    serve.add_argument(
-        "--failed-auths-per-minute", type=_positive, default=DEFAULTS.failed_auths_per_minute, metavar="N",
-        help="requests with a wrong API key or account token allowed per minute from one client address, "
-        "then 429 (default: %(default)g)",
-    )
-    serve.add_argument(
-        "--peer-message-rate", type=_positive, default=DEFAULTS.peer_message_rate, metavar="PER_SECOND",
-        help="messages a second each peer may send over its WebSocket on average (default: %(default)g)",
-    )
-    serve.add_argument(
-        "--peer-message-burst", type=_positive, default=DEFAULTS.peer_message_burst, metavar="MESSAGES",
-        help="how many messages a peer may send at once above its rate; past that they are dropped, "
-        "and a peer that keeps sending is disconnected with code 4008 (default: %(default)g)",
-    )
-    serve.add_argument(
-        "--max-header-bytes", type=int, default=DEFAULTS.max_header_bytes, metavar="BYTES",
-        help="longest request line plus headers accepted; longer ones get 414 or 431 (default: %(default)d)",
-    )
-    serve.add_argument(
-        "--read-timeout", type=_positive, default=DEFAULTS.read_timeout, metavar="SECONDS",
-        help="a client must send a request's headers within this time, and may not pause longer "
-        "while sending a body (default: %(default)g)",
-    )
-    serve.add_argument(
-        "--max-connections-per-client", type=int, default=DEFAULTS.max_connections_per_client, metavar="N",
-        help="open connections allowed from one client address (default: %(default)d)",
-    )
-    serve.add_argument(
-        "--chain-ids", type=_chain_ids, default=DEFAULTS.chain_ids, metavar="IDS",
-        help="comma-separated chain ids sign-in messages may name (default: 1)",
-    )
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs throughput)")
+    for setting in SETTINGS.values():
+        _add_setting(serve, setting)
+    serve.set_defaults(run=run_serve)
 
-    keys = commands.add_parser("keys", help="manage API keys", description="Manage API keys offline.")
+    keys = commands.add_parser("keys", help="manage API keys", description="Manage API keys offline, on the "
+                               "data directory of a server (which may be running).")
     key_commands = keys.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
     create = key_commands.add_parser(
-        "create",
-        help="create an API key for a wallet's project",
+        "create", help="create an API key for a wallet's project",
         description="Create an API key for the project owned by a wallet address, and print it. "
         "The key is shown only now; only its hash is stored.",
     )
     create.add_argument("--wallet", required=True, help="the wallet address that owns the project (0x…)")
     create.add_argument("--name", default="cli", help="a name to tell the key apart (default: cli)")
     create.add_argument("--json", action="store_true", help="print a JSON object instead of the bare key")
-    _data_dir(create)
+    create.set_defaults(run=create_key)
+    listing = key_commands.add_parser(
+        "list", help="list the API keys that work", description="List every working API key (masked), "
+        "or one wallet's, with its project.")
+    listing.add_argument("--wallet", help="only this wallet's keys")
+    listing.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    listing.set_defaults(run=list_keys)
+    revoke = key_commands.add_parser(
+        "revoke", help="revoke an API key by its id", description="Revoke an API key (and every peer token "
+        "it issued). A running server on the same data directory stops accepting it within its heartbeat "
+        "interval.")
+    revoke.add_argument("key_id", metavar="KEY_ID", help="the key's id, as `keys list` shows it (key_…)")
+    revoke.set_defaults(run=revoke_key)
+    for command in (create, listing, revoke):
+        _add_setting(command, SETTINGS["data_dir"])
+
+    where = commands.add_parser(
+        "data-dir", help="show the data directory in use and what it holds",
+        description="Show which data directory the settings name (absolute) and what it holds; "
+        "creates nothing.")
+    _add_setting(where, SETTINGS["data_dir"])
+    where.add_argument("--json", action="store_true", help="print a JSON object")
+    where.set_defaults(run=show_data_dir)
 
     login = commands.add_parser(
         "login",
@@ -217,52 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument("--chain-id", type=int, default=1, help="the chain id to sign for (default: 1)")
     login.add_argument("--name", default="login", help="name of the key created when one is needed (default: login)")
     login.add_argument("--json", action="store_true", help="print a JSON object instead of the bare key")
+    login.set_defaults(run=run_login)
     return parser
 
 
-class RedactTokens(logging.Filter):
-    """Keep bearer secrets (peer tokens in /ws?token=…) out of the logs."""
-
-    _TOKEN = re.compile(r"token=[^&\s\"']+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(self._TOKEN.sub("token=…", a) if isinstance(a, str) else a for a in record.args)
-        return True
+# --- serve ------------------------------------------------------------------
 
 
-def serve(args: argparse.Namespace) -> int:
+def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from livesessions.app import create_app
     from livesessions.data_dir import DataDirInUse, lock_data_dir
     from livesessions.services import build_services
 
-    settings = Settings(
-        data_dir=args.data_dir,
-        recordings_path=args.recordings_dir,
-        host=args.host,
-        port=args.port,
-        grace_period=args.grace_period,
-        ping_interval=args.ping_interval,
-        ping_timeout=args.ping_timeout,
-        heartbeat_interval=args.heartbeat_interval,
-        worker_lease=args.worker_lease,
-        public_url=args.public_url,
-        trusted_proxies=args.trusted_proxies,
-        rate_limit=args.rate_limit,
-        rate_burst=args.rate_burst,
-        sign_ins_per_minute=args.sign_ins_per_minute,
-        siwe_domain=args.siwe_domain,
-        siwe_uri=args.siwe_uri,
-        failed_auths_per_minute=args.failed_auths_per_minute,
-        chain_ids=args.chain_ids,
-        peer_message_rate=args.peer_message_rate,
-        peer_message_burst=args.peer_message_burst,
-        max_header_bytes=args.max_header_bytes,
-        read_timeout=args.read_timeout,
-        max_connections_per_client=args.max_connections_per_client,
-    )
+    settings = Settings(**{name: getattr(args, name) for name in SETTINGS})
+    configure_logs(settings.log_level, "json" if settings.log_format == "json" else "text", settings.access_log)
     try:
         lock = lock_data_dir(settings.data_dir)
     except DataDirInUse as exc:
@@ -283,17 +159,17 @@ def serve(args: argparse.Namespace) -> int:
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
         ws_max_size=settings.max_ws_frame_bytes,
-        log_level=args.log_level,
-        access_log=args.access_log,
+        # Logging is set up above (livesessions.logs), for uvicorn's loggers too.
+        log_config=None,
+        access_log=settings.access_log,
         lifespan="on",
         # Forwarded headers are believed only from the proxies named.
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies),
         timeout_graceful_shutdown=5,
     )
-    # uvicorn logs each WebSocket's path; ours carries the peer's token.
-    logging.getLogger("uvicorn.error").addFilter(RedactTokens())
     server = uvicorn.Server(config)
+    _announce(settings)
     try:
         server.run()
     finally:
@@ -301,31 +177,166 @@ def serve(args: argparse.Namespace) -> int:
     return 0 if server.started else 1
 
 
-def create_key(args: argparse.Namespace) -> int:
+def _announce(settings: Settings) -> None:
+    """The start-up banner: what runs, where its data is, how to begin."""
+    import logging
+
+    from livesessions.logs import context
+
+    data_dir = settings.data_dir.resolve()
+    url = settings.base_url
+    listen = f"http://{settings.host}:{settings.port}"
+    if settings.log_format == "json":
+        logging.getLogger("livesessions").info("livesessions started", extra=context(
+            version=__version__, data_dir=str(data_dir), backend="sqlite", listen=listen, public_url=url,
+            docs=f"{url}/docs"))
+        return
+    lines = [
+        f"livesessions {__version__}",
+        f"  listening on   {listen}" + (f" (public URL {url})" if url != listen else ""),
+        f"  data           {data_dir} (SQLite, embedded)",
+        f"  API reference  {url}/docs",
+        f"  metrics        {url}/metrics",
+        f"  first API key  open {url}/ and connect a wallet, or run",
+        f"                 livesessions keys create --wallet 0x… --data-dir {data_dir}",
+    ]
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+# --- keys and the data directory -------------------------------------------
+
+
+def _open_store(data_dir: Path) -> Any:
+    """The data directory's store, saying on stderr which directory it is
+    (and warning when it did not exist: a key made there reaches no server)."""
     from livesessions.services import open_store
 
+    existed = (data_dir / Settings(data_dir=data_dir).database_path.name).exists()
+    print(f"livesessions: data directory {data_dir.resolve()}", file=sys.stderr)
+    if not existed:
+        print(f"livesessions: warning: {data_dir.resolve()} held no database and a new one was made there; "
+              "if a server runs elsewhere, give its --data-dir (or LIVESESSIONS_DATA_DIR)", file=sys.stderr)
+    return open_store(Settings(data_dir=data_dir))
+
+
+def _run_on_store(data_dir: Path, work: Callable[[Any], Any]) -> Any:
+    store = _open_store(data_dir)
+    try:
+        return asyncio.run(work(store))
+    finally:
+        store.close()
+
+
+def create_key(args: argparse.Namespace) -> int:
     if not WALLET_PATTERN.match(args.wallet):
         raise CommandError("--wallet must be 0x followed by 40 hexadecimal digits")
     if not args.name.strip() or len(args.name) > 100:
         raise CommandError("--name must be 1 to 100 characters")
-    store = open_store(Settings(data_dir=args.data_dir))
 
-    async def run() -> tuple[str, str, str]:
+    async def work(store: Any) -> tuple[str, str, str]:
         now = now_ms()
         project = await store.project_for_wallet(args.wallet, now)
         key, record = await ApiKeys(store, now_ms).create(project.project_id, args.name.strip(), now)
         return key, record.id, project.project_id
 
-    try:
-        key, key_id, project_id = asyncio.run(run())
-    finally:
-        store.close()
+    key, key_id, project_id = _run_on_store(args.data_dir, work)
     if args.json:
         print(json.dumps({"apiKey": key, "id": key_id, "projectId": project_id, "wallet": args.wallet.lower()}))
     else:
-        print(f"project {project_id} (wallet {args.wallet.lower()}); the key is shown only once:")
+        print(f"project {project_id} (wallet {args.wallet.lower()}); key {key_id}, shown only once:")
         print(key)
     return 0
+
+
+def _when(epoch_ms: int | None) -> str:
+    if epoch_ms is None:
+        return "never"
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def list_keys(args: argparse.Namespace) -> int:
+    if args.wallet is not None and not WALLET_PATTERN.match(args.wallet):
+        raise CommandError("--wallet must be 0x followed by 40 hexadecimal digits")
+    wallet = args.wallet.lower() if args.wallet else None
+
+    async def work(store: Any) -> list[tuple[str, str, Any]]:
+        return list(await store.all_api_keys(wallet))
+
+    rows = _run_on_store(args.data_dir, work)
+    if args.json:
+        for project_id, owner, key in rows:
+            print(json.dumps({"id": key.id, "name": key.name, "maskedKey": key.masked_key, "projectId": project_id,
+                              "wallet": owner, "createdAt": key.created_at, "lastUsedAt": key.last_used_at},
+                             ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no API keys" + (f" for {wallet}" if wallet else ""))
+        return 0
+    table = [("ID", "NAME", "KEY", "WALLET", "CREATED", "LAST USED")]
+    table += [(k.id, k.name, k.masked_key, owner, _when(k.created_at), _when(k.last_used_at)) for _, owner, k in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def revoke_key(args: argparse.Namespace) -> int:
+    async def work(store: Any) -> bool:
+        project_id = await store.api_key_project(args.key_id)
+        return project_id is not None and await ApiKeys(store, now_ms).revoke(project_id, args.key_id)
+
+    if not _run_on_store(args.data_dir, work):
+        raise CommandError(f"no working API key with id {args.key_id!r} here (see `livesessions keys list`)")
+    print(f"revoked {args.key_id}; it and the peer tokens it issued stop working")
+    return 0
+
+
+def show_data_dir(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    settings = Settings(data_dir=args.data_dir)
+    path = settings.data_dir.resolve()
+    info: dict[str, Any] = {"dataDir": str(path), "exists": path.is_dir(), "database": None}
+    database = settings.database_path
+    if database.exists():
+        # Read-only: looking must not create or change anything.
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            counts = {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608 - fixed names
+                      for table in ("projects", "api_keys", "rooms", "sessions")}
+        info["database"] = {"path": str(database.resolve()), "schemaVersion": version, **counts}
+    lock = path / "livesessions.lock"
+    info["server"] = _lock_holder(lock)
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(f"data directory  {path}" + ("" if info["exists"] else "  (does not exist)"))
+    if info["database"] is None:
+        print("database        none yet (made on first start)")
+    else:
+        db = info["database"]
+        print(f"database        {db['path']} (schema version {db['schemaVersion']})")
+        print(f"holds           {db['projects']} projects, {db['api_keys']} API keys, {db['rooms']} rooms, "
+              f"{db['sessions']} sessions")
+    print(f"server          {'running, pid ' + info['server'] if info['server'] else 'not running'}")
+    return 0
+
+
+def _lock_holder(lock: Path) -> str | None:
+    """The pid of the server holding the directory, if one does."""
+    import fcntl
+
+    if not lock.exists():
+        return None
+    with open(lock) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "unknown"
+        return None
+
+
+# --- login --------------------------------------------------------------------
 
 
 def run_login(args: argparse.Namespace) -> int:
@@ -354,10 +365,11 @@ def run_login(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    handler = {"serve": serve, "keys": create_key, "login": run_login}[args.command]
+    if args.command != "serve":
+        configure_logs("warning")
     try:
-        return handler(args)
+        code: int = args.run(args)
+        return code
     except CommandError as exc:
         print(f"livesessions: error: {exc}", file=sys.stderr)
         return 2

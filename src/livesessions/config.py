@@ -1,69 +1,218 @@
-"""Service settings: one frozen object built by the command line or by tests."""
+"""Service settings, declared once.
+
+Each field of `Settings` is a setting: its default, its help text and how to
+read it from text live in the field's declaration, and from that the command
+line makes a flag (`grace_period` → `--grace-period`) and an environment
+variable (`LIVESESSIONS_GRACE_PERIOD`) for it. A flag beats the environment,
+which beats the default. Tests build `Settings(...)` directly.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import ipaddress
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "LIVESESSIONS_"
+
+
+# --- how settings are read from text (a flag's or a variable's value) ------
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {text!r}")
+    return value
+
+
+def positive(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise ValueError(f"must be greater than 0: {text!r}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or more: {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"must be greater than 0: {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise ValueError(f"must be 0 or more: {text!r}")
+    return value
+
+
+def port(text: str) -> int:
+    value = positive_int(text)
+    if value > 65535:
+        raise ValueError(f"not a port number: {text!r}")
+    return value
+
+
+def chain_ids(text: str) -> frozenset[int]:
+    try:
+        ids = frozenset(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"not a comma-separated list of numbers: {text!r}") from None
+    if not ids or min(ids) < 1:
+        raise ValueError("chain ids are positive numbers")
+    return ids
+
+
+def public_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"must be an http(s) URL such as https://live.example.com: {text!r}")
+    return text.rstrip("/")
+
+
+def address_list(text: str) -> tuple[str, ...]:
+    addresses = tuple(part.strip() for part in text.split(",") if part.strip())
+    for address in addresses:
+        try:
+            ipaddress.ip_network(address, strict=False)
+        except ValueError:
+            raise ValueError(f"not an IP address or network: {address!r}") from None
+    return addresses
+
+
+def choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"one of {', '.join(options)}, not {text!r}")
+        return text
+
+    parse.__name__ = "choice"
+    return parse
+
+
+def flag(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a yes/no value: {text!r}")
+
+
+def setting(
+    default: Any, help: str, parse: Callable[[str], Any] = str, metavar: str | None = None,
+    name: str | None = None,
+) -> Any:
+    """Declare a setting: `help` may use %(default)s."""
+    return field(default=default, metadata={"help": help, "parse": parse, "metavar": metavar, "name": name})
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """A setting as the command line sees it."""
+
+    attr: str
+    flag: str
+    env: str
+    default: Any
+    help: str
+    parse: Callable[[str], Any]
+    metavar: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    data_dir: Path = field(default_factory=lambda: Path("livesessions-data"))
-    # Where the built-in recorder writes its files; None: <data_dir>/recordings.
-    recordings_path: Path | None = None
-    host: str = "127.0.0.1"
-    port: int = 8080
-    # A room whose last peer left may be rejoined within this many seconds and
-    # keep its session (same sessionId and startTime).
-    grace_period: float = 10.0
-    # WebSocket keep-alive: a peer that does not answer a ping within
-    # ping_timeout is dropped, so a silent peer is gone within their sum.
-    ping_interval: float = 10.0
-    ping_timeout: float = 10.0
-    # How often live sessions record "still alive" so that a crash can be
-    # closed at a time no older than this.
-    heartbeat_interval: float = 15.0
-    # A media worker that claimed a job and then says nothing for this long
-    # loses the claim; the job goes back to the queue.
-    worker_lease: float = 30.0
-    # How long a recording's download link works.
-    download_link_ttl: float = 3600.0
-    # The address clients reach this service at: what wallet sign-in
-    # messages must name, and the base of the links it hands out (playback
-    # and download URLs). Never taken from request headers, which a client
-    # chooses. Unset: http://<host>:<port> as listened on.
-    public_url: str | None = None
-    # Addresses of reverse proxies whose X-Forwarded-For / -Proto headers are
-    # believed (to learn a client's address); nobody else's are.
-    trusted_proxies: tuple[str, ...] = ()
-    # Requests per second each API key may make on average, in bursts of up
-    # to rate_burst; 0 turns the limit off.
-    rate_limit: float = 100.0
-    rate_burst: float = 200.0
-    # Sign-in attempts (nonces and verifications) per minute, per wallet
-    # address and per client address.
-    sign_ins_per_minute: float = 20.0
-    # What signed sign-in messages must name; None: from public_url.
-    siwe_domain: str | None = None
-    siwe_uri: str | None = None
-    # Requests with a wrong API key or account token, per minute and per
-    # client address, before that address is answered 429.
-    failed_auths_per_minute: float = 60.0
-    chain_ids: frozenset[int] = frozenset({1})
-    max_body_bytes: int = 64 * 1024
-    max_ws_frame_bytes: int = 64 * 1024
-    # Messages a peer may send a second on average over its WebSocket, in
-    # bursts of up to peer_message_burst. Past that its messages are dropped
-    # (it is told once); a peer that keeps going is disconnected.
-    peer_message_rate: float = 50.0
-    peer_message_burst: float = 200.0
-    # The request line plus headers may not be longer than this (431/414).
-    max_header_bytes: int = 16 * 1024
-    # A client gets this long to send a request's headers in full, and may
-    # not fall silent for longer while sending a body.
-    read_timeout: float = 10.0
-    # Open connections (HTTP and WebSocket) from one client address.
-    max_connections_per_client: int = 256
+    data_dir: Path = setting(
+        Path("livesessions-data"),
+        "where the SQLite database, the token signing key and recordings live (created on first start)",
+        Path, "DIR")
+    recordings_path: Path | None = setting(
+        None, "where the built-in recorder writes its files, e.g. on a volume of their own "
+        "(default: DATA_DIR/recordings)", Path, "DIR", name="recordings-dir")
+    host: str = setting("127.0.0.1", "address to listen on", metavar="ADDRESS")
+    port: int = setting(8080, "port to listen on", port, "PORT")
+    public_url: str | None = setting(
+        None, "the address clients reach the service at: what wallet sign-in messages must name, and the base "
+        "of the links it hands out; set it behind a proxy (default: http://HOST:PORT as listened on; never "
+        "taken from request headers)", public_url, "URL")
+    trusted_proxies: tuple[str, ...] = setting(
+        (), "comma-separated addresses or networks of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto headers are believed (default: none)", address_list, "ADDRESSES")
+    grace_period: float = setting(
+        10.0, "a room whose last peer left keeps its session (same sessionId and startTime) if someone rejoins "
+        "within this many seconds", positive, "SECONDS")
+    ping_interval: float = setting(10.0, "how often peers are pinged", positive, "SECONDS")
+    ping_timeout: float = setting(
+        10.0, "a peer that does not answer a ping within this time is removed (so a silent or unreadable "
+        "peer is gone within the interval plus this)", positive, "SECONDS")
+    heartbeat_interval: float = setting(
+        15.0, "how often live sessions are marked alive in history (after a crash they are closed no earlier "
+        "than this), and keys revoked by another process on the same database are picked up", positive, "SECONDS")
+    worker_lease: float = setting(
+        30.0, "a media worker silent for this long loses its claimed job to the queue", positive, "SECONDS")
+    download_link_ttl: float = setting(3600.0, "how long a recording's download link works", positive, "SECONDS")
+    rate_limit: float = setting(
+        100.0, "requests a second each API key may make on average; 0 turns the limit off", non_negative,
+        "PER_SECOND")
+    rate_burst: float = setting(
+        200.0, "how many requests an API key may make at once above its rate", positive, "REQUESTS")
+    sign_ins_per_minute: float = setting(
+        20.0, "wallet sign-in attempts allowed per minute, per wallet and per client address", positive, "N")
+    failed_auths_per_minute: float = setting(
+        60.0, "requests with a wrong API key or account token allowed per minute from one client address, "
+        "then 429", positive, "N")
+    siwe_domain: str | None = setting(
+        None, "the domain sign-in messages must name (default: the host and port of the public URL)",
+        metavar="HOST")
+    siwe_uri: str | None = setting(None, "the URI sign-in messages must name (default: the public URL)",
+                                   metavar="URL")
+    chain_ids: frozenset[int] = setting(
+        frozenset({1}), "comma-separated chain ids sign-in messages may name (default: 1)", chain_ids, "IDS")
+    max_body_bytes: int = setting(64 * 1024, "largest request body accepted (413 past it)", positive_int, "BYTES")
+    max_ws_frame_bytes: int = setting(
+        64 * 1024, "largest WebSocket message accepted from a peer (closed with 1009 past it)", positive_int,
+        "BYTES")
+    peer_message_rate: float = setting(
+        50.0, "messages a second each peer may send over its WebSocket on average", positive, "PER_SECOND")
+    peer_message_burst: float = setting(
+        200.0, "how many messages a peer may send at once above its rate; past that they are dropped, and a "
+        "peer that keeps sending is disconnected with code 4008", positive, "MESSAGES")
+    max_header_bytes: int = setting(
+        16 * 1024, "longest request line plus headers accepted; longer ones get 414 or 431", positive_int,
+        "BYTES")
+    read_timeout: float = setting(
+        10.0, "a client must send a request's headers within this time, and may not pause longer while "
+        "sending a body", positive, "SECONDS")
+    max_connections_per_client: int = setting(
+        256, "open connections allowed from one client address (trusted proxies are exempt); 0: no cap", count,
+        "N")
+    log_level: str = setting("info", "how much the service logs", choice("debug", "info", "warning", "error"),
+                             "LEVEL")
+    log_format: str = setting("text", "text lines, or JSON lines for log shippers", choice("text", "json"),
+                              "FORMAT")
+    access_log: bool = setting(False, "log every HTTP request (off by default: it costs throughput)", flag,
+                               "yes|no")
 
     @property
     def base_url(self) -> str:
@@ -92,3 +241,31 @@ class Settings:
     @property
     def recordings_dir(self) -> Path:
         return self.recordings_path or self.data_dir / "recordings"
+
+
+def declared() -> list[Setting]:
+    """Every setting, with its flag and environment variable."""
+    found = []
+    for item in fields(Settings):
+        flag_name = item.metadata["name"] or item.name.replace("_", "-")
+        found.append(Setting(
+            attr=item.name,
+            flag="--" + flag_name,
+            env=ENV_PREFIX + flag_name.replace("-", "_").upper(),
+            default=item.default,
+            help=item.metadata["help"],
+            parse=item.metadata["parse"],
+            metavar=item.metadata["metavar"],
+        ))
+    return found
+
+
+def describe_default(value: Any) -> str:
+    """A default as a person would type it."""
+    if isinstance(value, (tuple, frozenset)):
+        return ",".join(str(v) for v in sorted(value)) or "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -56,8 +56,6 @@ class Telemetry:
                                        ["type"], registry=registry)
         self.sign_ins = Counter("livesessions_sign_ins", "Wallet sign-ins, by outcome.", ["outcome"],
                                 registry=registry)
-        self.keys = Counter("livesessions_api_key_events", "API keys created and revoked.", ["event"],
-                            registry=registry)
         self.ws_in = self.ws_messages.labels("in")
         self.ws_out = self.ws_messages.labels("out")
         # Brought up to date just before each scrape (see `render`).

@@ -85,6 +85,12 @@ class Store(Protocol):
 
     async def list_api_keys(self, project_id: str) -> list[ApiKeyRecord]: ...
 
+    async def all_api_keys(self, wallet_address: str | None) -> list[tuple[str, str, ApiKeyRecord]]:
+        """(project id, wallet, key) of every working key, or of one wallet's, oldest first."""
+
+    async def api_key_project(self, key_id: str) -> str | None:
+        """The project of a working key."""
+
     async def api_key_hash(self, project_id: str, key_id: str) -> str | None: ...
 
     async def revoke_api_key(self, key_hash: str, now: int) -> None: ...

@@ -212,6 +212,23 @@ class SQLiteStore:
         )
         return [ApiKeyRecord(id=i, name=n, masked_key=m, created_at=c, last_used_at=u) for i, n, m, c, u in rows]
 
+    async def all_api_keys(self, wallet_address: str | None) -> list[tuple[str, str, ApiKeyRecord]]:
+        """(project id, wallet, key) of every working key, or of one wallet's, oldest first."""
+        rows = self.db.read(
+            "SELECT p.project_id, p.wallet_address, k.id, k.name, k.masked_key, k.created_at, k.last_used_at"
+            " FROM api_keys k JOIN projects p ON p.project_id = k.project_id"
+            " WHERE k.revoked_at IS NULL AND (? IS NULL OR p.wallet_address = ?) ORDER BY k.created_at, k.id",
+            (wallet_address, wallet_address),
+        )
+        return [
+            (project_id, wallet, ApiKeyRecord(id=i, name=n, masked_key=m, created_at=c, last_used_at=u))
+            for project_id, wallet, i, n, m, c, u in rows
+        ]
+
+    async def api_key_project(self, key_id: str) -> str | None:
+        row = self.db.read_one("SELECT project_id FROM api_keys WHERE id = ? AND revoked_at IS NULL", (key_id,))
+        return row[0] if row else None
+
     async def api_key_hash(self, project_id: str, key_id: str) -> str | None:
         row = self.db.read_one(
             "SELECT key_hash FROM api_keys WHERE id = ? AND project_id = ? AND revoked_at IS NULL", (key_id, project_id)
