@@ -5,53 +5,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from typing import Any
 
-from livesessions.auth.rate_limits import retry_after
 from livesessions.domain.errors import Refused
-from livesessions.http.core import (
-    ClientDisconnected,
-    HTTPError,
-    JSONResponse,
-    Request,
-    Response,
-    Router,
-)
-from livesessions.http.routes import accounts, egress, history, live_sessions, meta, peer_tokens, rooms, workers
-from livesessions.http.validation import ValidationFailed
+from livesessions.http.core import ClientDisconnected, Request, Router
+from livesessions.http.errors import BAD_API_KEY, INTERNAL_ERROR, SIGN_IN_FIRST, Abort, answer_refused, too_many
+from livesessions.http.openapi import openapi_document
+from livesessions.http.responses import Receive, Response, Send, encode
+from livesessions.http.routes import OPERATIONS
+from livesessions.http.routes.live_sessions import LiveListings
+from livesessions.http.routing import build_router
 from livesessions.realtime.peer_socket import PeerSocket
 from livesessions.services import Services
 
 log = logging.getLogger(__name__)
 
-UNAUTHORIZED = JSONResponse(
-    {"ok": False, "message": "Incorrect or no API key provided", "validated": False}, status=401
-)
-INTERNAL_ERROR = JSONResponse({"ok": False, "message": "Internal Server Error"}, status=500)
-SIGN_IN_FIRST = JSONResponse(
-    {"ok": False, "message": "Sign in first: this needs 'Authorization: Bearer <token>' from /api/v2/auth/verify"},
-    status=401,
-    headers=[(b"www-authenticate", b"Bearer")],
-)
+KEY_OVER_LIMIT = "Too many requests for this API key; slow down"
+ADDRESS_OVER_LIMIT = "Too many requests with a wrong API key or token from this address; slow down"
 
 
-def _too_many_requests(wait: float, message: str = "Too many requests for this API key; slow down") -> Response:
-    return JSONResponse(
-        {"ok": False, "message": message}, status=429, headers=[(b"retry-after", retry_after(wait).encode())]
-    )
-
-
-def _too_many_failures(wait: float) -> Response:
-    return _too_many_requests(wait, "Too many requests with a wrong API key or token from this address; slow down")
+def build_app_router(services: Services) -> Router:
+    """The router of every operation, each handler bound to what it needs: a
+    member of `services`, or state the HTTP layer keeps for this app."""
+    dependencies: dict[str, object] = {
+        **{field.name: getattr(services, field.name) for field in dataclasses.fields(services)},
+        "listings": LiveListings(),
+        "api_document": Response(200, encode(openapi_document())),
+    }
+    return build_router(OPERATIONS, dependencies)
 
 
 class LiveSessionsApp:
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.router = Router()
-        for area in (meta, live_sessions, rooms, history, peer_tokens, egress, workers, accounts):
-            area.register(self.router, services)
+        self.router = build_app_router(services)
         self.peer_socket = PeerSocket(
             services.signer,
             services.api_keys,
@@ -64,7 +53,7 @@ class LiveSessionsApp:
         )
         self._maintenance: asyncio.Task[None] | None = None
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             await self._http(scope, receive, send)
@@ -76,7 +65,7 @@ class LiveSessionsApp:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
-    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         request = Request(scope, receive, self.services.settings.max_body_bytes)
         response: Response
         try:
@@ -84,23 +73,22 @@ class LiveSessionsApp:
             if route.auth == "api_key":
                 found = await self.services.api_keys.project_for(request.header(b"x-api-key"))
                 if found is None:
-                    return await self._refuse(request, UNAUTHORIZED, send)
+                    return await self._refuse(request, BAD_API_KEY, send)
                 request.project_id, request.key_id = found.project_id, found.key_id
                 wait = self.services.key_limiter.acquire(found.key_hash)
                 if wait:
-                    return await _too_many_requests(wait).send(send)
+                    return await too_many(KEY_OVER_LIMIT, wait).send(send)
             elif route.auth == "account":
                 request.account = await self.services.sign_in.session(request.bearer_token)
                 if request.account is None:
                     return await self._refuse(request, SIGN_IN_FIRST, send)
                 request.project_id = request.account.project_id
-            response = await route.handler(request)
-        except HTTPError as exc:
-            response = JSONResponse(exc.body, exc.status, exc.headers)
-        except ValidationFailed as exc:
-            response = JSONResponse(exc.body, 400)
+            answer = await route.endpoint(request)
+            response = answer if route.encode_as is None else Response(route.encode_as, encode(answer))
+        except Abort as exc:
+            response = exc.response
         except Refused as exc:
-            response = JSONResponse({"ok": False, "message": exc.message}, exc.status)
+            response = answer_refused(exc)
         except ClientDisconnected:
             return
         except Exception:  # noqa: BLE001 - answered as 500, and logged to be fixed
@@ -108,15 +96,15 @@ class LiveSessionsApp:
             response = INTERNAL_ERROR
         await response.send(send)
 
-    async def _refuse(self, request: Request, answer: Response, send: Any) -> None:
+    async def _refuse(self, request: Request, answer: Response, send: Send) -> None:
         """A wrong key or token: 401, or 429 once this address has had too many,
         so that keys cannot be guessed at speed."""
         wait = self.services.failed_auth_limiter.acquire(request.client_address)
-        await (_too_many_failures(wait) if wait else answer).send(send)
+        await (too_many(ADDRESS_OVER_LIMIT, wait) if wait else answer).send(send)
 
     # --- lifespan -----------------------------------------------------------
 
-    async def _lifespan(self, receive: Any, send: Any) -> None:
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":

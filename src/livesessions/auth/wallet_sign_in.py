@@ -11,15 +11,11 @@ from dataclasses import dataclass
 from livesessions.auth.api_keys import ApiKeys
 from livesessions.auth.siwe import SiweError, SiweMessage, format_time, parse_message, parse_time, recover_signer
 from livesessions.clock import Clock
-from livesessions.domain.errors import Refused
+from livesessions.domain.errors import Invalid, Unauthorized
 from livesessions.stores.base import Store
 
 _NONCE_ALPHABET = string.ascii_letters + string.digits
 STATEMENT = "Sign in to livesessions to get an API key for your project."
-
-
-class SignInError(Refused):
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,23 +67,23 @@ class WalletSignIn:
             message = parse_message(text)
             signer = recover_signer(text, signature)
         except SiweError as exc:
-            raise SignInError(400, str(exc)) from None
+            raise Invalid(str(exc)) from None
         domain, uri = self.policy.domain, self.policy.uri
         if signer != message.address:
-            raise SignInError(401, "the signature was not made by the message's address")
+            raise Unauthorized("the signature was not made by the message's address")
         if message.domain != domain:
-            raise SignInError(401, f"the message is for domain {message.domain!r}, not this service ({domain!r})")
+            raise Unauthorized(f"the message is for domain {message.domain!r}, not this service ({domain!r})")
         if message.uri != uri and not message.uri.startswith(uri + "/"):
-            raise SignInError(401, f"the message's URI {message.uri!r} is not this service ({uri!r})")
+            raise Unauthorized(f"the message's URI {message.uri!r} is not this service ({uri!r})")
         if message.version != "1":
-            raise SignInError(401, f"unsupported message version {message.version!r}: only 1 is")
+            raise Unauthorized(f"unsupported message version {message.version!r}: only 1 is")
         if message.chain_id not in self.policy.chain_ids:
             allowed = ", ".join(str(c) for c in sorted(self.policy.chain_ids))
-            raise SignInError(401, f"chain id {message.chain_id} is not allowed here (allowed: {allowed})")
+            raise Unauthorized(f"chain id {message.chain_id} is not allowed here (allowed: {allowed})")
         self._check_times(message)
         now = self.clock()
         if not await self.store.consume_nonce(message.nonce, now):
-            raise SignInError(401, "the nonce is unknown, expired or already used: ask for a new one")
+            raise Unauthorized("the nonce is unknown, expired or already used: ask for a new one")
 
         project = await self.store.project_for_wallet(message.address, now)
         api_key = None
@@ -106,15 +102,15 @@ class WalletSignIn:
             expires = parse_time(message.expiration_time) if message.expiration_time else None
             not_before = parse_time(message.not_before) if message.not_before else None
         except SiweError as exc:
-            raise SignInError(400, str(exc)) from None
+            raise Invalid(str(exc)) from None
         if issued_at > now + skew:
-            raise SignInError(401, "the message is issued in the future")
+            raise Unauthorized("the message is issued in the future")
         if issued_at < now - self.policy.nonce_ttl_ms - skew:
-            raise SignInError(401, "the message is too old: sign a new one")
+            raise Unauthorized("the message is too old: sign a new one")
         if expires is not None and expires <= now:
-            raise SignInError(401, "the message has expired")
+            raise Unauthorized("the message has expired")
         if not_before is not None and not_before > now + skew:
-            raise SignInError(401, "the message is not valid yet (Not Before is in the future)")
+            raise Unauthorized("the message is not valid yet (Not Before is in the future)")
 
     async def session(self, token: str | None) -> AccountSession | None:
         if not token or len(token) > 256:

@@ -12,8 +12,6 @@ from typing import Literal
 
 import msgspec
 
-from livesessions.domain.errors import Refused
-
 EgressType = Literal["recording", "livestream"]
 EGRESS_TYPES: tuple[EgressType, ...] = ("recording", "livestream")
 
@@ -46,7 +44,3 @@ class EgressJob(msgspec.Struct, kw_only=True):
     # None for a recording that ended normally
     failed_reason: str | None = None
     failed_at: int | None = None
-
-
-class EgressError(Refused):
-    """A request about egress that cannot be done, with the status to answer."""

@@ -1,11 +1,49 @@
-"""The one error the domain raises for a request it cannot do: the HTTP layer
-answers it as `{"ok": false, "message": …}` with its status."""
+"""Requests the service cannot do, by kind of refusal.
+
+Raised anywhere below the HTTP layer (domain, auth, egress) and by route
+handlers; each kind is answered by one table in livesessions.http.errors. No
+status code lives here: how a refusal looks on the wire is the HTTP layer's
+business.
+"""
 
 from __future__ import annotations
 
 
 class Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """The base of every kind; `message` is shown to the client as it is."""
+
+    def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.status = status
         self.message = message
+
+
+class Invalid(Refused):
+    """The request is malformed in a way only the domain can tell."""
+
+
+class Unauthorized(Refused):
+    """A credential in the request (a signature, a token) does not check out."""
+
+
+class Forbidden(Refused):
+    """The caller is known, but this is not theirs to do."""
+
+
+class NotFound(Refused):
+    """What the request names does not exist (or is not the caller's)."""
+
+
+class Conflict(Refused):
+    """The request clashes with the state things are in now."""
+
+
+class Gone(Refused):
+    """What the request names existed but is over."""
+
+
+class TooMany(Refused):
+    """Too many requests of this kind; `retry_after` seconds until one is let through."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

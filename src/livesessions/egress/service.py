@@ -21,7 +21,8 @@ from pathlib import Path
 
 from livesessions.auth.peer_tokens import InvalidPeerToken, PeerTokenSigner
 from livesessions.clock import Clock
-from livesessions.domain.egress import EgressError, EgressJob, EgressType
+from livesessions.domain.egress import EgressJob, EgressType
+from livesessions.domain.errors import Conflict, NotFound, Unauthorized
 from livesessions.domain.live import Admission, EndedSession, PeerPresence, RoomKey
 from livesessions.domain.permissions import BOT_ROLE, resolve_permissions
 from livesessions.egress import timeline
@@ -87,14 +88,14 @@ class EgressService:
         try:
             claims = self.signer.verify(token)
         except InvalidPeerToken as exc:
-            raise EgressError(401, f"invalid peer token: {exc}") from None
+            raise Unauthorized(f"invalid peer token: {exc}") from None
         if claims.project_id != project_id or claims.room_id != room_id:
-            raise EgressError(401, "the peer token is not for this room")
+            raise Unauthorized("the peer token is not for this room")
         session_id = await self.presence.session_of(key)
         if session_id is None:
-            raise EgressError(409, "the room is not live: only a live room can be recorded or streamed")
+            raise Conflict("the room is not live: only a live room can be recorded or streamed")
         if (key, kind) in self._active:
-            raise EgressError(409, f"a {kind} is already active in this room")
+            raise Conflict(f"a {kind} is already active in this room")
         # Claimed before the first await, so a concurrent start sees it.
         self._active[(key, kind)] = None
         try:
@@ -119,12 +120,12 @@ class EgressService:
             playback_id=secrets.token_urlsafe(24) if kind == "livestream" else None,
         )
         if not await self.store.add_egress_job(job):
-            raise EgressError(409, f"a {kind} is already active in this room")
+            raise Conflict(f"a {kind} is already active in this room")
         # Counted only once the job is stored and while the session is still
         # live: a start that fails anywhere changes no count.
         if not await self.presence.count_egress(key, kind):
             await self.store.delete_egress_job(job.id)
-            raise EgressError(409, "the room is not live: only a live room can be recorded or streamed")
+            raise Conflict("the room is not live: only a live room can be recorded or streamed")
 
         # The bot writes or publishes each event in the same step that sends it
         # to the peers: once any peer has an event, so does the recording.
@@ -157,9 +158,9 @@ class EgressService:
         running = [self._active[(key, k)] for k in kinds if self._active.get((key, k)) is not None]
         if not running:
             what = kind or "recording or livestream"
-            raise EgressError(404, f"no {what} is active in this room")
+            raise NotFound(f"no {what} is active in this room")
         if len(running) > 1:
-            raise EgressError(409, "both a recording and a livestream are active: say which type to stop")
+            raise Conflict("both a recording and a livestream are active: say which type to stop")
         active = running[0]
         assert active is not None
         return await self._finish(active)
@@ -289,8 +290,8 @@ def _worker_result(result: EgressJob | str) -> EgressJob:
     if isinstance(result, EgressJob):
         return result
     raise {
-        "missing": EgressError(404, "Job Not Found"),
-        "taken": EgressError(409, "the job is claimed by another worker, finished, or no longer claimable"),
-        "not-claimed": EgressError(409, "this worker does not hold the job (its lease may have run out)"),
+        "missing": NotFound("Job Not Found"),
+        "taken": Conflict("the job is claimed by another worker, finished, or no longer claimable"),
+        "not-claimed": Conflict("this worker does not hold the job (its lease may have run out)"),
     }[result]
 

@@ -1,130 +1,37 @@
-"""A deliberately small ASGI toolkit: requests, responses, errors, routing.
+"""A deliberately small ASGI toolkit: requests and routing.
 
 The hot GETs of this service must stay close to raw ASGI speed, so this is
 all the framework there is: a dict lookup for fixed paths, a segment match for
-paths with parameters, and pre-encoded bytes out.
+paths with parameters, and pre-encoded bytes out (livesessions.http.responses).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl
 
 import msgspec
 
 from livesessions.digits import parse_decimal
+from livesessions.http.errors import ROUTE_NOT_FOUND, Abort, method_not_allowed, refusal
+from livesessions.http.responses import Receive, Response
 from livesessions.http.validation import ValidationFailed, issue_from_msgspec
 
 Auth = Literal["api_key", "account", "none"]
-_encode = msgspec.json.encode
-
-
-class HTTPError(Exception):
-    """Raised anywhere in a handler to answer with `status` and `body`."""
-
-    def __init__(self, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None):
-        super().__init__(status, body)
-        self.status = status
-        self.body = body
-        self.headers = headers or []
+T = TypeVar("T")
 
 
 class ClientDisconnected(Exception):
     pass
 
 
-class Response:
-    __slots__ = ("status", "body", "headers", "content_type")
-
-    def __init__(
-        self,
-        status: int,
-        body: bytes,
-        headers: list[tuple[bytes, bytes]] | None = None,
-        content_type: bytes = b"application/json",
-    ) -> None:
-        self.status = status
-        self.body = body
-        self.headers = headers
-        self.content_type = content_type
-
-    async def send(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-        if self.status == 204:  # no content: no content headers either
-            headers = []
-        else:
-            headers = [(b"content-type", self.content_type), (b"content-length", str(len(self.body)).encode())]
-        if self.headers:
-            headers.extend(self.headers)
-        await send({"type": "http.response.start", "status": self.status, "headers": headers})
-        await send({"type": "http.response.body", "body": self.body})
-
-
-class StreamingResponse(Response):
-    """A body sent as it is produced; stops producing when the client goes away."""
-
-    __slots__ = ("_chunks", "_receive")
-
-    def __init__(
-        self,
-        chunks: AsyncIterator[bytes],
-        receive: Callable[[], Awaitable[dict[str, Any]]],
-        content_type: bytes,
-        headers: list[tuple[bytes, bytes]] | None = None,
-        status: int = 200,
-    ) -> None:
-        super().__init__(status, b"", headers, content_type)
-        self._chunks = chunks
-        self._receive = receive
-
-    async def send(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-        headers = [(b"content-type", self.content_type), *(self.headers or [])]
-        await send({"type": "http.response.start", "status": self.status, "headers": headers})
-        gone = asyncio.ensure_future(self._until_disconnect())
-        try:
-            while True:
-                step = asyncio.ensure_future(anext(self._chunks))
-                await asyncio.wait({step, gone}, return_when=asyncio.FIRST_COMPLETED)
-                if not step.done():
-                    step.cancel()
-                    return
-                try:
-                    chunk = step.result()
-                except StopAsyncIteration:
-                    break
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            gone.cancel()
-            aclose = getattr(self._chunks, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
-
-    async def _until_disconnect(self) -> None:
-        while (await self._receive())["type"] != "http.disconnect":
-            pass
-
-
-class JSONResponse(Response):
-    __slots__ = ()
-
-    def __init__(self, data: Any, status: int = 200, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        super().__init__(status, _encode(data), headers)
-
-
-def error_message(status: int, message: str, **extra: Any) -> HTTPError:
-    return HTTPError(status, {"ok": False, "message": message, **extra})
-
-
 class Request:
     __slots__ = ("scope", "_receive", "path_params", "project_id", "key_id", "account", "_query", "max_body")
 
-    def __init__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], max_body: int):
+    def __init__(self, scope: dict[str, Any], receive: Receive, max_body: int) -> None:
         self.scope = scope
         self._receive = receive
         self.path_params: dict[str, str] = {}
@@ -136,16 +43,13 @@ class Request:
         self.max_body = max_body
 
     @property
-    def receive(self) -> Callable[[], Awaitable[dict[str, Any]]]:
+    def receive(self) -> Receive:
         return self._receive
-
-    @property
-    def method(self) -> str:
-        return self.scope["method"]
 
     def header(self, name: bytes) -> str | None:
         """A request header by lower-case name (ASGI lower-cases them)."""
-        for key, value in self.scope["headers"]:
+        headers: list[tuple[bytes, bytes]] = self.scope["headers"]
+        for key, value in headers:
             if key == name:
                 return value.decode("latin-1")
         return None
@@ -174,7 +78,7 @@ class Request:
         if declared is not None:
             length = parse_decimal(declared)
             if length is None:
-                raise error_message(400, "Content-Length must be a decimal number")
+                raise Abort(refusal(400, "Content-Length must be a decimal number"))
             if length > self.max_body:
                 raise _too_large(self.max_body)
         chunks: list[bytes] = []
@@ -191,39 +95,46 @@ class Request:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def json_as(self, kind: type[Any], empty_ok: bool = False) -> Any:
-        """The body, decoded and validated as `kind` (a msgspec Struct)."""
+    async def json_as(self, kind: type[T], empty_ok: bool = False) -> T:
+        """The body, decoded and validated as `kind` (a msgspec Struct);
+        `empty_ok`: no body at all is taken as `{}`."""
         body = await self.body()
         if not body.strip():
             if empty_ok:
                 return msgspec.convert({}, kind)
-            raise error_message(400, "A JSON body is required")
+            raise Abort(refusal(400, "A JSON body is required"))
         content_type = (self.header(b"content-type") or "").split(";")[0].strip().lower()
         if content_type != "application/json":
-            raise error_message(415, "Content-Type must be application/json")
+            raise Abort(refusal(415, "Content-Type must be application/json"))
         try:
             return msgspec.json.decode(body, type=kind)
         except msgspec.ValidationError as exc:
             raise ValidationFailed([issue_from_msgspec(str(exc))]) from None
         except msgspec.DecodeError as exc:
-            raise error_message(400, f"Malformed JSON body: {exc}") from None
+            raise Abort(refusal(400, f"Malformed JSON body: {exc}")) from None
         except UnicodeDecodeError:
-            raise error_message(400, "Malformed JSON body: it is not valid UTF-8") from None
+            raise Abort(refusal(400, "Malformed JSON body: it is not valid UTF-8")) from None
 
 
-def _too_large(limit: int) -> HTTPError:
-    return error_message(413, f"Request body is larger than {limit} bytes")
+def _too_large(limit: int) -> Abort:
+    return Abort(refusal(413, f"Request body is larger than {limit} bytes"))
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+# Answers a Response, or (for a route with an `encode_as` status) a value
+# to encode as JSON with that status.
+Endpoint = Callable[[Request], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    methods: frozenset[str]
+    """One method on one path, ready to serve (see livesessions.http.routing)."""
+
+    method: str
     pattern: str
-    handler: Handler
+    endpoint: Endpoint
     auth: Auth
+    # The status of a value the endpoint answers with; None: it answers a Response.
+    encode_as: int | None = None
     regex: re.Pattern[str] | None = None
 
 
@@ -236,10 +147,9 @@ class Router:
         self._patterned: dict[int, list[Route]] = {}
         self.routes: list[Route] = []
 
-    def add(self, methods: str | tuple[str, ...], pattern: str, handler: Handler, auth: Auth = "api_key") -> None:
-        methods = (methods,) if isinstance(methods, str) else methods
+    def add(self, method: str, pattern: str, endpoint: Endpoint, auth: Auth, encode_as: int | None = None) -> None:
         patterned = "{" in pattern
-        route = Route(frozenset(methods), pattern, handler, auth, _path_regex(pattern) if patterned else None)
+        route = Route(method, pattern, endpoint, auth, encode_as, _path_regex(pattern) if patterned else None)
         self.routes.append(route)
         if patterned:
             self._patterned.setdefault(pattern.count("/"), []).append(route)
@@ -247,23 +157,23 @@ class Router:
             self._fixed.setdefault(pattern, []).append(route)
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
-        """The route for this request, or HTTPError 404 / 405."""
+        """The route for this request, or Abort with 404 / 405."""
         candidates = self._fixed.get(path)
         if candidates:
             for route in candidates:
-                if method in route.methods:
+                if route.method == method:
                     return route, {}
             raise _not_allowed(candidates)
         allowed: list[Route] = []
         for route in self._patterned.get(path.count("/"), ()):
             found = route.regex.fullmatch(path)  # type: ignore[union-attr]
             if found is not None:
-                if method in route.methods:
+                if route.method == method:
                     return route, found.groupdict()
                 allowed.append(route)
         if allowed:
             raise _not_allowed(allowed)
-        raise error_message(404, "Not Found")
+        raise Abort(ROUTE_NOT_FOUND)
 
 
 def _path_regex(pattern: str) -> re.Pattern[str]:
@@ -274,8 +184,5 @@ def _path_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("/".join(parts))
 
 
-def _not_allowed(routes: list[Route]) -> HTTPError:
-    methods = sorted({m for route in routes for m in route.methods})
-    return HTTPError(
-        405, {"ok": False, "message": "Method Not Allowed"}, [(b"allow", ", ".join(methods).encode())]
-    )
+def _not_allowed(routes: list[Route]) -> Abort:
+    return Abort(method_not_allowed(sorted({route.method for route in routes})))

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Literal
+
+import msgspec
+
+from livesessions.http.errors import Abort
+from livesessions.http.responses import Out, json_response
 
 _TYPE_NAMES = {
     "str": "string",
@@ -22,20 +27,42 @@ _BOUND = re.compile(r"^Expected `(?P<expected>[^`]+)`(?: of length)? (?P<op>[<>]
 _PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\"?([^\]\"]*)\"?\]")
 
 
-class ValidationFailed(Exception):
+class ValidationIssue(Out, kw_only=True):
+    code: Annotated[
+        str, msgspec.Meta(description="A zod issue code: invalid_type, invalid_enum_value, too_small, too_big, custom.")
+    ]
+    expected: str | msgspec.UnsetType = msgspec.UNSET
+    received: str | msgspec.UnsetType = msgspec.UNSET
+    path: list[str | int]
+    message: str
+
+
+class ValidationIssues(Out):
+    issues: Annotated[list[ValidationIssue], msgspec.Meta(min_length=1)]
+
+
+class ValidationError(Out):
+    """The request body or a query parameter failed validation."""
+
+    success: Literal[False]
+    error: ValidationIssues
+
+
+class ValidationFailed(Abort):
     """A request failed validation; answered as 400 with these issues."""
 
-    def __init__(self, issues: list[dict[str, Any]]) -> None:
-        super().__init__(issues)
-        self.issues = issues
-
-    @property
-    def body(self) -> dict[str, Any]:
-        return {"success": False, "error": {"issues": self.issues}}
+    def __init__(self, issues: list[ValidationIssue]) -> None:
+        super().__init__(json_response(400, ValidationError(success=False, error=ValidationIssues(issues))))
 
 
-def issue(path: list[str | int], message: str, code: str = "custom", **extra: Any) -> dict[str, Any]:
-    return {"code": code, **extra, "path": path, "message": message}
+def issue(
+    path: list[str | int],
+    message: str,
+    code: str = "custom",
+    expected: str | msgspec.UnsetType = msgspec.UNSET,
+    received: str | msgspec.UnsetType = msgspec.UNSET,
+) -> ValidationIssue:
+    return ValidationIssue(code=code, expected=expected, received=received, path=path, message=message)
 
 
 def _parse_path(raw: str) -> list[str | int]:
@@ -45,7 +72,7 @@ def _parse_path(raw: str) -> list[str | int]:
     return path
 
 
-def issue_from_msgspec(message: str) -> dict[str, Any]:
+def issue_from_msgspec(message: str) -> ValidationIssue:
     """Turn one msgspec validation message into one zod-style issue."""
     path: list[str | int] = []
     at = _AT.search(message)
@@ -55,11 +82,9 @@ def issue_from_msgspec(message: str) -> dict[str, Any]:
     if m := _EXPECTED_GOT.match(message):
         expected = _type_name(m.group("expected"))
         received = _type_name(m.group("received"))
-        return issue(path, f"Expected {expected}, received {received}", "invalid_type",
-                     expected=expected, received=received)
+        return issue(path, f"Expected {expected}, received {received}", "invalid_type", expected, received)
     if m := _MISSING.match(message):
-        return issue([*path, m.group("field")], "Required", "invalid_type", expected="defined",
-                     received="undefined")
+        return issue([*path, m.group("field")], "Required", "invalid_type", "defined", "undefined")
     if m := _BOUND.match(message):
         code = "too_small" if m.group("op").startswith(">") else "too_big"
         return issue(path, message, code)

@@ -1,1 +1,18 @@
-"""Route handlers, one module per area of the API."""
+"""Route handlers and their tables, one module per area of the API."""
+
+from __future__ import annotations
+
+from livesessions.http.routes import accounts, egress, history, live_sessions, meta, peer_tokens, rooms, workers
+from livesessions.http.routing import Operation
+
+# Every operation the service serves, in the order the document lists them.
+OPERATIONS: tuple[Operation, ...] = (
+    *meta.OPERATIONS,
+    *live_sessions.OPERATIONS,
+    *rooms.OPERATIONS,
+    *history.OPERATIONS,
+    *peer_tokens.OPERATIONS,
+    *egress.OPERATIONS,
+    *workers.OPERATIONS,
+    *accounts.OPERATIONS,
+)

@@ -3,45 +3,80 @@ and the project's totals."""
 
 from __future__ import annotations
 
-from livesessions.domain.ids import is_room_id
-from livesessions.http import params
-from livesessions.http.core import HTTPError, JSONResponse, Request, Response, Router
-from livesessions.http.routes.rooms import room_not_found
-from livesessions.services import Services
+from livesessions.clock import Clock
+from livesessions.domain.records import Metrics, Participant, SessionRecord
+from livesessions.domain.sessions import SessionKeeper
+from livesessions.http.core import Request
+from livesessions.http.errors import SESSION_NOT_FOUND, Abort, SessionNotFound
+from livesessions.http.params import Integer, OptionalInteger, RequiredText
+from livesessions.http.responses import Out
+from livesessions.http.routes.rooms import NO_SUCH_ROOM, ROOM_ID, find_room
+from livesessions.http.routing import Operation, Reply
+from livesessions.stores.base import Store
 
 MAX_PAGE = 100
+TAG = "session history"
+SDK = "/api/v2/sdk"
+
+LIMIT = Integer("limit", "How many sessions a page holds.", 20, 1, MAX_PAGE)
+BEFORE = OptionalInteger("cursor", "`nextCursor` of the previous page.", 1, 2**62)
+SESSION_ID = RequiredText("sessionId", "The session's id.")
 
 
-def register(router: Router, services: Services) -> None:
-    store = services.store
-    keeper = services.keeper
+class SessionPage(Out):
+    sessions: list[SessionRecord]
+    nextCursor: int | None
 
-    async def session_details(request: Request) -> Response:
-        room_id = params.required(request, "roomId")
-        limit = params.integer(request, "limit", 20, 1, MAX_PAGE)
-        before = params.integer(request, "cursor", None, 1, 2**62)
-        assert limit is not None
-        if not is_room_id(room_id) or await store.get_room(request.project_id, room_id) is None:
-            raise room_not_found()
-        # Sessions whose grace just ran out are ended before anyone reads them,
-        # not whenever the maintenance task next wakes.
-        await keeper.expire()
-        sessions, next_cursor = await store.list_sessions(request.project_id, room_id, before, limit)
-        return JSONResponse({"sessions": sessions, "nextCursor": next_cursor})
 
-    async def participant_list(request: Request) -> Response:
-        session_id = params.required(request, "sessionId")
-        await keeper.expire()
-        participants = await store.list_participants(request.project_id, session_id)
-        if participants is None:
-            raise HTTPError(404, {"message": "Session Not Found"})
-        return JSONResponse({"participants": participants})
+class ParticipantList(Out):
+    participants: list[Participant]
 
-    async def metrics(request: Request) -> Response:
-        await keeper.expire()
-        return JSONResponse(await store.metrics(request.project_id, services.clock()))
 
-    router.add("GET", "/api/v2/sdk/rooms/session-details", session_details)
-    router.add("GET", "/api/v2/sdk/rooms/participant-list", participant_list)
-    router.add("GET", "/api/v2/sdk/rooms/participant-lists", participant_list)
-    router.add("GET", "/api/v2/sdk/metrics", metrics)
+async def session_details(request: Request, store: Store, keeper: SessionKeeper) -> SessionPage:
+    room_id = ROOM_ID.read(request)
+    limit = LIMIT.read(request)
+    before = BEFORE.read(request)
+    await find_room(store, request.project_id, room_id)
+    # Sessions whose grace just ran out are ended before anyone reads them,
+    # not whenever the maintenance task next wakes.
+    await keeper.expire()
+    sessions, next_cursor = await store.list_sessions(request.project_id, room_id, before, limit)
+    return SessionPage(sessions=sessions, nextCursor=next_cursor)
+
+
+async def participant_list(request: Request, store: Store, keeper: SessionKeeper) -> ParticipantList:
+    session_id = SESSION_ID.read(request)
+    await keeper.expire()
+    participants = await store.list_participants(request.project_id, session_id)
+    if participants is None:
+        raise Abort(SESSION_NOT_FOUND)
+    return ParticipantList(participants=participants)
+
+
+async def metrics(request: Request, store: Store, keeper: SessionKeeper, clock: Clock) -> Metrics:
+    await keeper.expire()
+    return await store.metrics(request.project_id, clock())
+
+
+def _participants(path: str, operation_id: str, summary: str) -> Operation:
+    return Operation(
+        "GET", path, participant_list, operation_id, summary, TAG,
+        answer=Reply("Every stint of every peer, in join order."),
+        errors={404: Reply("No such session in the project.", SessionNotFound)}, query=(SESSION_ID,),
+    )
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "GET", f"{SDK}/rooms/session-details", session_details, "getSessionDetails", "A room's sessions", TAG,
+        answer=Reply("A page of the room's sessions, newest first."), errors={404: NO_SUCH_ROOM},
+        query=(ROOM_ID, LIMIT, BEFORE),
+    ),
+    _participants(f"{SDK}/rooms/participant-list", "getParticipantList", "Who took part in a session"),
+    _participants(f"{SDK}/rooms/participant-lists", "getParticipantLists",
+                  "Who took part in a session (alias of participant-list)"),
+    Operation(
+        "GET", f"{SDK}/metrics", metrics, "getMetrics", "The project's totals", TAG,
+        answer=Reply("Totals over every session of the project."),
+    ),
+)

@@ -1,38 +1,179 @@
-"""Routes about the service itself: health, token verification keys, its API
-document, and the page where a person connects a wallet."""
+"""Routes about the service itself: health and readiness, token verification
+keys, its API document and reference page, and the page where a person
+connects a wallet."""
 
 from __future__ import annotations
 
+import functools
+import logging
 from importlib import resources
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from livesessions import __version__
-from livesessions.http.core import JSONResponse, Request, Response, Router
-from livesessions.http.openapi import openapi_document
-from livesessions.services import Services
+from livesessions.auth.peer_tokens import PeerTokenSigner
+from livesessions.http.core import Request
+from livesessions.http.errors import ROUTE_NOT_FOUND, Abort, RouteNotFound
+from livesessions.http.responses import Out, Response, json_response
+from livesessions.http.routing import Operation, PathParam, Reply
+from livesessions.stores.base import Store
+
+log = logging.getLogger(__name__)
+
+TAG = "meta"
+HTML = b"text/html; charset=utf-8"
+# The reference page runs only what this service serves: scripts and styles
+# from here (Swagger UI sets inline styles), pictures from here or inline.
+DOCS_POLICY = (b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+               b"object-src 'none'; frame-ancestors 'none'")
+# /docs/<name>: the file in livesessions.web, and its content type.
+DOCS_ASSETS = {
+    "docs.js": ("docs.js", b"text/javascript; charset=utf-8"),
+    "swagger-ui-bundle.js": ("swagger-ui/swagger-ui-bundle.js", b"text/javascript; charset=utf-8"),
+    "swagger-ui.css": ("swagger-ui/swagger-ui.css", b"text/css; charset=utf-8"),
+}
+Base64Url = Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_-]+$")]
 
 
-def register(router: Router, services: Services) -> None:
-    health = JSONResponse({"ok": True, "message": f"livesessions {__version__} is running"})
-    jwks = JSONResponse(services.signer.jwks)
-    openapi = JSONResponse(openapi_document())
+class Health(Out):
+    ok: Literal[True]
+    message: Annotated[str, msgspec.Meta(examples=[f"livesessions {__version__} is running"])]
 
-    async def get_health(request: Request) -> Response:
-        return health
 
-    async def get_jwks(request: Request) -> Response:
-        return jwks
+class Alive(Out):
+    """The process is up (and so is its event loop)."""
 
-    async def get_openapi(request: Request) -> Response:
-        return openapi
+    ok: Literal[True]
 
-    page = Response(200, resources.files("livesessions.web").joinpath("connect.html").read_bytes(),
-                    [(b"cache-control", b"no-cache")], b"text/html; charset=utf-8")
 
-    async def get_page(request: Request) -> Response:
-        return page
+class NotReady(Out):
+    """What does not answer; the process is up but should get no traffic."""
 
-    router.add("GET", "/", get_page, auth="none")
-    router.add("GET", "/connect", get_page, auth="none")
-    router.add("GET", "/api/v2/sdk", get_health, auth="none")
-    router.add("GET", "/jwks.json", get_jwks, auth="none")
-    router.add("GET", "/openapi.json", get_openapi, auth="none")
+    ok: Literal[False]
+    failed: list[Literal["database"]]
+    message: str
+
+
+class JsonWebKey(Out):
+    kty: Literal["EC"]
+    crv: Literal["P-256"]
+    x: Base64Url
+    y: Base64Url
+    use: Literal["sig"]
+    alg: Literal["ES256"]
+    kid: Annotated[Base64Url, msgspec.Meta(description="RFC 7638 thumbprint of the key.")]
+
+
+class JsonWebKeySet(Out):
+    keys: Annotated[list[JsonWebKey], msgspec.Meta(min_length=1)]
+
+
+class OpenAPIDocument(msgspec.Struct):
+    """An OpenAPI 3.1 document (see the OpenAPI specification for its fields)."""
+
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
+
+
+HEALTH = json_response(200, Health(ok=True, message=f"livesessions {__version__} is running"))
+ALIVE = json_response(200, Alive(ok=True))
+
+
+@functools.cache
+def _web_file(name: str, content_type: bytes, cache_control: bytes, *extra: tuple[bytes, bytes]) -> Response:
+    """A file of livesessions.web, read once, on first use."""
+    body = resources.files("livesessions.web").joinpath(name).read_bytes()
+    return Response(200, body, [(b"cache-control", cache_control), *extra], content_type)
+
+
+async def get_health(request: Request) -> Response:
+    return HEALTH
+
+
+async def liveness(request: Request) -> Response:
+    return ALIVE
+
+
+async def readiness(request: Request, store: Store) -> Response:
+    try:
+        # A trivial query: a lookup by primary key that finds nothing.
+        await store.get_room("", "")
+    except Exception as exc:  # noqa: BLE001 - whatever it is, the database is not answering
+        log.warning("readiness: the database did not answer: %r", exc)
+        return json_response(503, NotReady(ok=False, failed=["database"],
+                                           message=f"the database did not answer ({type(exc).__name__})"))
+    return ALIVE
+
+
+async def get_jwks(request: Request, signer: PeerTokenSigner) -> JsonWebKeySet:
+    return msgspec.convert(signer.jwks, JsonWebKeySet)
+
+
+async def get_openapi(request: Request, api_document: Response) -> Response:
+    return api_document
+
+
+async def connect_page(request: Request) -> Response:
+    return _web_file("connect.html", HTML, b"no-cache")
+
+
+async def docs_page(request: Request) -> Response:
+    return _web_file("docs.html", HTML, b"no-cache", (b"content-security-policy", DOCS_POLICY))
+
+
+async def docs_asset(request: Request) -> Response:
+    found = DOCS_ASSETS.get(request.path_params["asset"])
+    if found is None:
+        raise Abort(ROUTE_NOT_FOUND)
+    name, content_type = found
+    return _web_file(name, content_type, b"public, max-age=3600")
+
+
+def _page(path: str, operation_id: str) -> Operation:
+    return Operation(
+        "GET", path, connect_page, operation_id, "The page where a person connects a wallet to get an API key",
+        "accounts", auth="none",
+        answer=Reply("An HTML page.", media_types=("text/html",),
+                     headers={"Cache-Control": {"schema": {"const": "no-cache"}}}),
+    )
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    _page("/", "connectPage"),
+    _page("/connect", "connectPageAlias"),
+    Operation(
+        "GET", "/api/v2/sdk", get_health, "health", "Health check", TAG, auth="none",
+        answer=Reply("The service is up.", Health),
+    ),
+    Operation(
+        "GET", "/healthz", liveness, "liveness", "Whether the process is up", TAG, auth="none",
+        answer=Reply("The process is up.", Alive),
+        description="For a supervisor's liveness probe: answers as long as the process serves requests at all.",
+    ),
+    Operation(
+        "GET", "/readyz", readiness, "readiness", "Whether the service can serve requests", TAG, auth="none",
+        answer=Reply("The database answers.", Alive),
+        errors={503: Reply("Something the service needs does not answer; `failed` names it.", NotReady)},
+        description="For a load balancer's readiness probe: 200 while the database answers a trivial query.",
+    ),
+    Operation(
+        "GET", "/jwks.json", get_jwks, "getJwks", "Public keys that verify peer tokens", TAG, auth="none",
+        answer=Reply("A JSON Web Key Set."),
+    ),
+    Operation(
+        "GET", "/openapi.json", get_openapi, "getOpenApi", "This document", TAG, auth="none",
+        answer=Reply("The OpenAPI 3.1 document.", OpenAPIDocument),
+    ),
+    Operation(
+        "GET", "/docs", docs_page, "docsPage", "This document as an interactive reference (Swagger UI)", TAG,
+        auth="none", answer=Reply("An HTML page.", media_types=("text/html",)),
+    ),
+    Operation(
+        "GET", "/docs/{asset}", docs_asset, "docsAsset", "A script or style sheet of the reference page", TAG,
+        auth="none", answer=Reply("The file.", media_types=("text/javascript", "text/css")),
+        errors={404: Reply("The page has no such file.", RouteNotFound)},
+        path_params=(PathParam("asset", "The file's name.", "docs.js"),),
+    ),
+)

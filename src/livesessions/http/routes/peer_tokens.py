@@ -6,18 +6,26 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from livesessions.domain.ids import is_room_id, new_peer_id
-from livesessions.domain.metadata import MetadataError, peer_metadata_text
+from livesessions.auth.peer_tokens import PeerTokenSigner
+from livesessions.clock import Clock
+from livesessions.domain.ids import new_peer_id
+from livesessions.domain.metadata import MAX_PEER_METADATA_BYTES, MetadataError, peer_metadata_text
 from livesessions.domain.permissions import resolve_permissions
-from livesessions.http.core import JSONResponse, Request, Response, Router
-from livesessions.http.routes.rooms import room_not_found
+from livesessions.http.core import Request
+from livesessions.http.fields import GivenRoomId
+from livesessions.http.responses import Out
+from livesessions.http.routes.rooms import NO_SUCH_ROOM, find_room
+from livesessions.http.routing import Operation, Reply
 from livesessions.http.validation import ValidationFailed, issue
-from livesessions.services import Services
+from livesessions.stores.base import Store
 
 DEFAULT_TTL_S = 4 * 3600
 MAX_TTL_S = 30 * 24 * 3600
 
-Role = Literal["host", "coHost", "speaker", "listener", "guest", "bot"]
+Role = Annotated[
+    Literal["host", "coHost", "speaker", "listener", "guest", "bot"],
+    msgspec.Meta(description="`bot` peers (recorders, agents) are not counted as peers."),
+]
 
 
 class Sources(msgspec.Struct, omit_defaults=True):
@@ -27,6 +35,8 @@ class Sources(msgspec.Struct, omit_defaults=True):
 
 
 class PermissionsBody(msgspec.Struct, omit_defaults=True):
+    """Laid over the role's default permissions; null or absent means the default."""
+
     admin: bool | None = None
     canConsume: bool | None = None
     canProduce: bool | None = None
@@ -38,41 +48,61 @@ class PermissionsBody(msgspec.Struct, omit_defaults=True):
 
 class TokenOptions(msgspec.Struct, omit_defaults=True):
     maxPeersAllowed: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
-    roomLocked: bool | None = None
+    roomLocked: Annotated[bool, msgspec.Meta(description="Lock the room when this peer joins.")] | None = None
 
 
 class CreatePeerTokenBody(msgspec.Struct):
-    roomId: str
-    role: Role | None = None
+    roomId: GivenRoomId
+    role: Annotated[Role | None, msgspec.Meta(description="Default `speaker`.")] = None
     permissions: PermissionsBody | None = None
-    metadata: str | dict[str, Any] | None = None
+    metadata: Annotated[
+        str | dict[str, Any] | None,
+        msgspec.Meta(description=f"Peer metadata, kept as text (at most {MAX_PEER_METADATA_BYTES} bytes UTF-8); an "
+                     "object is JSON-encoded."),
+    ] = None
     options: TokenOptions | None = None
-    ttl: Annotated[int, msgspec.Meta(ge=1, le=MAX_TTL_S)] | None = None
+    ttl: Annotated[
+        Annotated[int, msgspec.Meta(ge=1, le=MAX_TTL_S)] | None,
+        msgspec.Meta(description=f"Seconds the token is valid (default {DEFAULT_TTL_S})."),
+    ] = None
 
 
-def register(router: Router, services: Services) -> None:
-    async def create_peer_token(request: Request) -> Response:
-        body = await request.json_as(CreatePeerTokenBody)
-        try:
-            metadata = peer_metadata_text(body.metadata)
-        except MetadataError as exc:
-            raise ValidationFailed([issue(["metadata"], str(exc), "too_big")]) from None
-        if not is_room_id(body.roomId) or await services.store.get_room(request.project_id, body.roomId) is None:
-            raise room_not_found()
-        overrides = msgspec.to_builtins(body.permissions) if body.permissions else None
-        role = body.role or "speaker"
-        claims = {
-            "peerId": new_peer_id(),
-            "roomId": body.roomId,
-            "projectId": request.project_id,
-            "keyId": request.key_id,
-            "role": role,
-            "permissions": resolve_permissions(role, overrides),
-            "metadata": metadata,
-        }
-        if body.options is not None:
-            claims["options"] = msgspec.to_builtins(body.options)
-        token = services.signer.issue(claims, services.clock() // 1000, body.ttl or DEFAULT_TTL_S)
-        return JSONResponse({"token": token})
+class PeerToken(Out):
+    token: Annotated[
+        str,
+        msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
+                     description="An ES256 JWT; verify with GET /jwks.json."),
+    ]
 
-    router.add("POST", "/api/v2/sdk/create-peer-token", create_peer_token)
+
+async def create_peer_token(
+    request: Request, store: Store, signer: PeerTokenSigner, clock: Clock, body: CreatePeerTokenBody
+) -> PeerToken:
+    try:
+        metadata = peer_metadata_text(body.metadata)
+    except MetadataError as exc:
+        raise ValidationFailed([issue(["metadata"], str(exc), "too_big")]) from None
+    await find_room(store, request.project_id, body.roomId)
+    overrides = msgspec.to_builtins(body.permissions) if body.permissions else None
+    role = body.role or "speaker"
+    claims = {
+        "peerId": new_peer_id(),
+        "roomId": body.roomId,
+        "projectId": request.project_id,
+        "keyId": request.key_id,
+        "role": role,
+        "permissions": resolve_permissions(role, overrides),
+        "metadata": metadata,
+    }
+    if body.options is not None:
+        claims["options"] = msgspec.to_builtins(body.options)
+    return PeerToken(token=signer.issue(claims, clock() // 1000, body.ttl or DEFAULT_TTL_S))
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "POST", "/api/v2/sdk/create-peer-token", create_peer_token, "createPeerToken",
+        "A token that lets one peer join one room", "peers",
+        answer=Reply("A signed peer token, for `/ws?token=`."), errors={404: NO_SUCH_ROOM},
+    ),
+)

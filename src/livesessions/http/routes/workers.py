@@ -7,17 +7,30 @@ size. A worker silent for longer than the lease loses the job to the queue.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, get_args
 
 import msgspec
 
-from livesessions.domain.egress import EgressJob
-from livesessions.http import params
-from livesessions.http.core import JSONResponse, Request, Response, Router
-from livesessions.http.validation import ValidationFailed, issue
-from livesessions.services import Services
+from livesessions.domain.egress import EgressJob, EgressType, MediaStatus
+from livesessions.egress.service import EgressService
+from livesessions.http.core import Request
+from livesessions.http.errors import ErrorMessage
+from livesessions.http.fields import EpochMillis, RoomId
+from livesessions.http.params import Choice, Integer
+from livesessions.http.responses import Out
+from livesessions.http.routes.egress import JobId
+from livesessions.http.routing import Handler, Operation, PathParam, Reply
+from livesessions.stores.base import Store
+
+TAG = "workers"
+V1 = "/api/v1"
+# What SQLite can store; the worker API takes no larger size.
+SQLITE_INTEGER_MAX = 2**63 - 1
 
 WorkerId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+STATUS = Choice("status", "The media state to list.", get_args(MediaStatus), "pending")
+LIMIT = Integer("limit", "How many jobs a page holds.", 50, 1, 500)
+JOB_ID = PathParam("jobId")
 
 
 class ClaimBody(msgspec.Struct):
@@ -26,72 +39,104 @@ class ClaimBody(msgspec.Struct):
 
 class ProgressBody(msgspec.Struct):
     workerId: WorkerId
-    progress: Annotated[int, msgspec.Meta(ge=0, le=100)]
+    progress: Annotated[int, msgspec.Meta(ge=0, le=100, description="Percent done.")]
     message: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
 
 
 class CompleteBody(msgspec.Struct):
     workerId: WorkerId
-    location: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
-    size: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+    location: Annotated[str, msgspec.Meta(min_length=1, max_length=2048, description="Where the media file is.")]
+    size: Annotated[int, msgspec.Meta(ge=0, le=SQLITE_INTEGER_MAX, description="Bytes.")]
 
 
-STATUSES = ("pending", "claimed", "completed", "cancelled")
+class WorkerJob(Out):
+    id: JobId
+    roomId: RoomId
+    sessionId: str
+    type: EgressType
+    active: Annotated[bool, msgspec.Meta(description="Whether the recording or livestream is still going on.")]
+    startedAt: EpochMillis
+    stoppedAt: EpochMillis | None
+    rtmpUrls: list[str]
+    mediaStatus: Annotated[MediaStatus, msgspec.Meta(description="The media part of a job, as external workers see it.")]
+    workerId: str | None
+    leaseExpiresAt: EpochMillis | None
+    progress: Annotated[int, msgspec.Meta(ge=0, le=100)]
+    progressMessage: str | None
+    mediaLocation: str | None
+    mediaSize: Annotated[int, msgspec.Meta(ge=0)] | None
 
 
-def job_view(job: EgressJob) -> dict[str, object]:
-    return {
-        "id": job.id,
-        "roomId": job.room_id,
-        "sessionId": job.session_id,
-        "type": job.type,
-        "active": job.active,
-        "startedAt": job.started_at,
-        "stoppedAt": job.stopped_at,
-        "rtmpUrls": job.rtmp_urls,
-        "mediaStatus": job.media_status,
-        "workerId": job.worker_id,
-        "leaseExpiresAt": job.lease_expires_at,
-        "progress": job.progress,
-        "progressMessage": job.progress_message,
-        "mediaLocation": job.media_location,
-        "mediaSize": job.media_size,
-    }
+class WorkerJobList(Out):
+    jobs: list[WorkerJob]
 
 
-def register(router: Router, services: Services) -> None:
-    egress = services.egress
+class WorkerJobReply(Out):
+    job: WorkerJob
 
-    async def list_jobs(request: Request) -> Response:
-        status = request.query.get("status", "pending")
-        if status not in STATUSES:
-            raise ValidationFailed([issue(["status"], f"status must be one of {', '.join(STATUSES)}",
-                                          "invalid_enum_value")])
-        limit = params.integer(request, "limit", 50, 1, 500)
-        assert limit is not None
-        jobs = await services.store.media_jobs(request.project_id, status, limit)
-        return JSONResponse({"jobs": [job_view(job) for job in jobs]})
 
-    async def claim(request: Request) -> Response:
-        body = await request.json_as(ClaimBody)
-        job = await egress.claim(request.project_id, request.path_params["jobId"], body.workerId)
-        return JSONResponse({"job": job_view(job)})
+def job_view(job: EgressJob) -> WorkerJob:
+    return WorkerJob(
+        id=job.id,
+        roomId=job.room_id,
+        sessionId=job.session_id,
+        type=job.type,
+        active=job.active,
+        startedAt=job.started_at,
+        stoppedAt=job.stopped_at,
+        rtmpUrls=job.rtmp_urls,
+        mediaStatus=job.media_status,
+        workerId=job.worker_id,
+        leaseExpiresAt=job.lease_expires_at,
+        progress=job.progress,
+        progressMessage=job.progress_message,
+        mediaLocation=job.media_location,
+        mediaSize=job.media_size,
+    )
 
-    async def progress(request: Request) -> Response:
-        body = await request.json_as(ProgressBody)
-        job = await egress.progress(
-                request.project_id, request.path_params["jobId"], body.workerId, body.progress, body.message
-            )
-        return JSONResponse({"job": job_view(job)})
 
-    async def complete(request: Request) -> Response:
-        body = await request.json_as(CompleteBody)
-        job = await egress.complete(
-                request.project_id, request.path_params["jobId"], body.workerId, body.location, body.size
-            )
-        return JSONResponse({"job": job_view(job)})
+async def list_jobs(request: Request, store: Store) -> WorkerJobList:
+    status = STATUS.read(request)
+    limit = LIMIT.read(request)
+    return WorkerJobList(jobs=[job_view(job) for job in await store.media_jobs(request.project_id, status, limit)])
 
-    router.add("GET", "/api/v1/workers/jobs", list_jobs)
-    router.add("POST", "/api/v1/workers/jobs/{jobId}/claim", claim)
-    router.add("POST", "/api/v1/workers/jobs/{jobId}/progress", progress)
-    router.add("POST", "/api/v1/workers/jobs/{jobId}/complete", complete)
+
+async def claim(request: Request, egress: EgressService, body: ClaimBody) -> WorkerJobReply:
+    job = await egress.claim(request.project_id, request.path_params["jobId"], body.workerId)
+    return WorkerJobReply(job=job_view(job))
+
+
+async def progress(request: Request, egress: EgressService, body: ProgressBody) -> WorkerJobReply:
+    job = await egress.progress(request.project_id, request.path_params["jobId"], body.workerId, body.progress,
+                                body.message)
+    return WorkerJobReply(job=job_view(job))
+
+
+async def complete(request: Request, egress: EgressService, body: CompleteBody) -> WorkerJobReply:
+    job = await egress.complete(request.project_id, request.path_params["jobId"], body.workerId, body.location,
+                                body.size)
+    return WorkerJobReply(job=job_view(job))
+
+
+def _step(name: str, handler: Handler, summary: str) -> Operation:
+    return Operation(
+        "POST", f"{V1}/workers/jobs/{{jobId}}/{name}", handler, f"{name}WorkerJob", summary, TAG,
+        answer=Reply("The job now."),
+        errors={
+            404: Reply("No such job in the project.", ErrorMessage),
+            409: Reply("The job is claimed by another worker, finished, or no longer claimable; or this worker does "
+                       "not hold it (its lease may have run out).", ErrorMessage),
+        },
+        path_params=(JOB_ID,),
+    )
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "GET", f"{V1}/workers/jobs", list_jobs, "listWorkerJobs", "Jobs whose media part is in a given state", TAG,
+        answer=Reply("Jobs, oldest first."), query=(STATUS, LIMIT),
+    ),
+    _step("claim", claim, "Claim a job's media part (a lease, renewed by progress reports)"),
+    _step("progress", progress, "Report progress on a claimed job (renews the lease)"),
+    _step("complete", complete, "Report a claimed job's media file done"),
+)
