@@ -1,0 +1,151 @@
+"""Living with the service as an operator: the commands, settings from the
+environment, the start-up banner and the logs, all through real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from support import BIN, Server, free_port, new_wallet, wait_closed
+
+
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN), *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})}, cwd=cwd)
+
+
+def test_keys_are_listed_and_revoked_from_the_command_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    wallet = new_wallet()
+    made = run("keys", "create", "--wallet", wallet, "--data-dir", str(data), "--json")
+    assert made.returncode == 0, made.stderr
+    key = json.loads(made.stdout)
+    # Says which directory it used, and that it had to make it.
+    assert f"data directory {data.resolve()}" in made.stderr and "warning" in made.stderr
+    again = run("keys", "create", "--wallet", wallet, "--data-dir", str(data))
+    assert "warning" not in again.stderr
+    listed = run("keys", "list", "--data-dir", str(data), "--json")
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [row["id"] for row in rows][0] == key["id"] and len(rows) == 2
+    assert all(row["wallet"] == wallet.lower() and "…" in row["maskedKey"] for row in rows)
+    assert key["apiKey"] not in listed.stdout
+    table = run("keys", "list", "--data-dir", str(data), "--wallet", wallet)
+    assert table.stdout.splitlines()[0].split() == ["ID", "NAME", "KEY", "WALLET", "CREATED", "LAST", "USED"]
+
+    server = Server(data, **{"heartbeat-interval": 0.3}).start()
+    try:
+        headers = {"x-api-key": key["apiKey"]}
+        room = httpx.post(server.base + "/api/v2/sdk/rooms/create-room", headers=headers, json={})
+        token = httpx.post(server.base + "/api/v2/sdk/create-peer-token", headers=headers,
+                           json={"roomId": room.json()["data"]["roomId"]}).json()["token"]
+        revoked = run("keys", "revoke", key["id"], "--data-dir", str(data))
+        assert revoked.returncode == 0 and key["id"] in revoked.stdout
+        # The running server hears of it within its heartbeat: the key and its tokens stop working.
+        deadline = time.monotonic() + 5
+        while httpx.get(server.base + "/api/v2/sdk/live-sessions", headers=headers).status_code != 401:
+            assert time.monotonic() < deadline, "the revocation did not reach the running server"
+            time.sleep(0.1)
+        from websockets.sync.client import connect
+
+        code, _ = wait_closed(connect(f"{server.ws_base}/ws?token={token}"))
+        assert code == 4001
+        twice = run("keys", "revoke", key["id"], "--data-dir", str(data))
+        assert twice.returncode == 2 and "no working API key" in twice.stderr
+        where = run("data-dir", "--data-dir", str(data), "--json")
+        info = json.loads(where.stdout)
+        assert info["dataDir"] == str(data.resolve()) and info["server"] == str(server.process.pid)
+        assert info["database"]["api_keys"] == 2 and info["database"]["rooms"] == 1
+    finally:
+        server.stop()
+    assert json.loads(run("data-dir", "--data-dir", str(data), "--json").stdout)["server"] is None
+
+
+def test_data_dir_command_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    shown = run("data-dir", "--data-dir", str(missing))
+    assert shown.returncode == 0 and "does not exist" in shown.stdout and "none yet" in shown.stdout
+    assert not missing.exists()
+
+
+def _serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], int]:
+    port = free_port()
+    process = subprocess.Popen([str(BIN), "serve", "--port", str(port), *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}, cwd=tmp_path)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v2/sdk", timeout=1).status_code == 200:
+                return process, port
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    process.terminate()
+    output, _ = process.communicate(timeout=15)
+    return output
+
+
+def test_settings_come_from_the_environment_and_flags_win(tmp_path: Path) -> None:
+    env = {"LIVESESSIONS_DATA_DIR": str(tmp_path / "from-env"), "LIVESESSIONS_PUBLIC_URL": "https://live.example.com",
+           "LIVESESSIONS_GRACE_PERIOD": "3"}
+    process, port = _serve(tmp_path, "--public-url", "https://flag.example.com", env=env)
+    try:
+        message = httpx.get(f"http://127.0.0.1:{port}/api/v2/auth/nonce",
+                            params={"address": "0x" + "11" * 20}).json()["message"]
+        assert message.startswith("flag.example.com wants you")
+    finally:
+        output = _stop(process)
+    assert (tmp_path / "from-env" / "livesessions.sqlite3").exists()
+    # The banner: version, absolute data directory, backend, address, docs, first key.
+    assert f"data           {tmp_path / 'from-env'} (SQLite, embedded)" in output
+    assert f"listening on   http://127.0.0.1:{port} (public URL https://flag.example.com)" in output
+    assert "https://flag.example.com/docs" in output and "keys create --wallet" in output
+    bad = run("serve", env={"LIVESESSIONS_GRACE_PERIOD": "soon"})
+    assert bad.returncode == 2 and "LIVESESSIONS_GRACE_PERIOD" in bad.stderr
+    help_text = run("serve", "--help").stdout
+    for flag, variable, default in (("--grace-period", "LIVESESSIONS_GRACE_PERIOD", "10"),
+                                    ("--peer-message-rate", "LIVESESSIONS_PEER_MESSAGE_RATE", "50"),
+                                    ("--log-format", "LIVESESSIONS_LOG_FORMAT", "text")):
+        assert flag in help_text and variable in help_text and f"default: {default}" in " ".join(help_text.split())
+
+
+def test_json_logs_tell_the_story_without_secrets(tmp_path: Path) -> None:
+    process, port = _serve(tmp_path, "--data-dir", str(tmp_path / "data"), "--log-format", "json",
+                           "--grace-period", "0.2")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        made = run("keys", "create", "--wallet", new_wallet(), "--data-dir", str(tmp_path / "data"), "--json")
+        api_key = json.loads(made.stdout)["apiKey"]
+        headers = {"x-api-key": api_key}
+        room = httpx.post(base + "/api/v2/sdk/rooms/create-room", headers=headers, json={}).json()["data"]["roomId"]
+        token = httpx.post(base + "/api/v2/sdk/create-peer-token", headers=headers, json={"roomId": room}).json()["token"]
+        from websockets.sync.client import connect
+
+        with connect(f"ws://127.0.0.1:{port}/ws?token={token}") as ws:
+            ws.recv(timeout=5)
+        wait_closed(connect(f"ws://127.0.0.1:{port}/ws?token=not-a-token"))
+        time.sleep(1.0)  # the grace period runs out: the session ends
+    finally:
+        output = _stop(process)
+    events: list[dict[str, Any]] = []
+    for line in output.splitlines():
+        events.append(json.loads(line))  # every line is a JSON object
+    messages = [e["message"] for e in events]
+    assert "livesessions started" in messages
+    started = next(e for e in events if e["message"] == "session started")
+    assert started["room"] == room and started["session"].startswith("ses_")
+    assert any(e["message"] == "session ended" and e["room"] == room for e in events)
+    refused = next(e for e in events if e["message"] == "peer refused")
+    assert refused["reason"] == "bad-token" and refused["level"] == "info"
+    assert token not in output and api_key not in output and "not-a-token" not in output
+    # No line per connection from the server underneath.
+    assert not any("connection open" in m or "[accepted]" in m for m in messages)
