@@ -121,6 +121,11 @@ class Service:
             "--data-dir", str(self.data_dir),
             "--rate-limit", str(self.rate_limit),
             "--log-level", "warning",
+            # Every benchmark client comes from 127.0.0.1; thousands of peers
+            # would trip the per-address cap, and a flood of churn the message
+            # budget, which exist against hostile clients, not this one.
+            "--max-connections-per-client", "0",
+            "--peer-message-rate", "1000000", "--peer-message-burst", "1000000",
             *self.extra,
         ]
         self._log = open(self.log_path, "ab")
