@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from websockets.sync.client import connect
 
-from conftest import Server, eventually
+from support import Server, eventually
 from netfault import FreezableProxy
 
 ROOMS_PER_PROJECT = 3

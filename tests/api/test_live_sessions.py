@@ -1,10 +1,11 @@
-"""The Live Sessions API routes, the seed of this service."""
+"""The Live Sessions API routes, the seed of this service (the app in this
+process, with peers on its WebSocket handler and a clock the tests move)."""
 
 from __future__ import annotations
 
 import time
 
-from conftest import Project, Server
+from support import LocalApp, Project, new_wallet
 
 NOT_LIVE = {"ok": False, "message": "No live sessions found for this room id"}
 
@@ -72,11 +73,9 @@ def test_another_projects_rooms_are_invisible(project: Project, other_project: P
     peer.close()
 
 
-def test_every_key_of_a_project_sees_the_same_rooms(server: Server) -> None:
-    from conftest import new_wallet
-
+def test_every_key_of_a_project_sees_the_same_rooms(app: LocalApp) -> None:
     wallet = new_wallet()
-    first, second = server.project(wallet), server.project(wallet)
+    first, second = app.project(wallet), app.project(wallet)
     room = first.create_room()
     peer = first.join(room)
     assert second.live() == first.live()
@@ -110,18 +109,19 @@ def test_rejoin_within_grace_keeps_the_session(project: Project) -> None:
     started = project.live()[0]["startTime"]
     first.leave()
     assert project.live() == []  # not listed the moment the last peer leaves
-    again = project.join(room)  # grace is 1 s on the shared server
+    again = project.join(room)  # grace is 1 s, and the app's clock does not move here
     assert again.session_id == first.session_id
     assert project.live()[0]["startTime"] == started
     again.leave()
 
 
-def test_rejoin_after_grace_starts_a_new_session(project: Project) -> None:
+def test_rejoin_after_grace_starts_a_new_session(app: LocalApp, project: Project) -> None:
     room = project.create_room()
     first = project.join(room)
+    token = project.token(room)  # before the clock moves: see LocalApp.advance
     first.leave()
-    time.sleep(1.3)
-    again = project.join(room)
+    app.advance(1.3)
+    again = project.join(room, token)
     assert again.session_id != first.session_id
     sessions = project.get("/api/v2/sdk/rooms/session-details", params={"roomId": room}).json()["sessions"]
     assert [s["sessionId"] for s in sessions] == [again.session_id, first.session_id]
@@ -129,10 +129,8 @@ def test_rejoin_after_grace_starts_a_new_session(project: Project) -> None:
     again.leave()
 
 
-def test_missing_or_wrong_key_is_401(server: Server) -> None:
-    import httpx
-
+def test_missing_or_wrong_key_is_401(app: LocalApp) -> None:
     expected = {"ok": False, "message": "Incorrect or no API key provided", "validated": False}
     for headers in ({}, {"x-api-key": ""}, {"x-api-key": "lsk_wrong"}, {"x-api-key": "x" * 10_000}):
-        response = httpx.get(server.base + "/api/v2/sdk/live-sessions", headers=headers)
+        response = app.http.get("/api/v2/sdk/live-sessions", headers=headers)
         assert (response.status_code, response.json()) == (401, expected)

@@ -12,7 +12,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import Peer, Project, Server, eventually, wait_closed
+from support import Peer, Project, Server, eventually, wait_closed
 
 
 def test_join_sees_present_peers_and_others_see_the_join(project: Project) -> None:

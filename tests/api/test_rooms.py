@@ -1,11 +1,11 @@
-"""Rooms: create, list, details, metadata, validate."""
+"""Rooms: create, list, details, metadata, validate (the app in this process)."""
 
 from __future__ import annotations
 
 import json
 import re
 
-from conftest import Project
+from support import Project
 
 ROOM_NOT_FOUND = {"message": "Room Not Found"}
 

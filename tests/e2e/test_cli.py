@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import BIN, Server, new_wallet
+from support import BIN, Server, new_wallet
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -34,13 +34,13 @@ def test_keys_create_prints_the_key_last_and_stores_only_a_hash(tmp_path: Path) 
     assert as_json["wallet"] == wallet.lower() and as_json["apiKey"].startswith("lsk_")
 
 
-def test_keys_of_one_wallet_share_a_project(fresh_server: Server) -> None:
-    fresh_server.start()
+def test_keys_of_one_wallet_share_a_project(server: Server) -> None:
+    # Made by the command, into the data directory of a server that is running.
     wallet = new_wallet()
-    first, second = fresh_server.create_key(wallet), fresh_server.create_key(wallet.upper().replace("0X", "0x"))
-    room = httpx.post(fresh_server.base + "/api/v2/sdk/rooms/create-room", headers={"x-api-key": first}, json={})
+    first, second = server.create_key_with_cli(wallet), server.create_key_with_cli(wallet.upper().replace("0X", "0x"))
+    room = httpx.post(server.base + "/api/v2/sdk/rooms/create-room", headers={"x-api-key": first}, json={})
     room_id = room.json()["data"]["roomId"]
-    details = httpx.get(f"{fresh_server.base}/api/v2/sdk/rooms/room-details/{room_id}", headers={"x-api-key": second})
+    details = httpx.get(f"{server.base}/api/v2/sdk/rooms/room-details/{room_id}", headers={"x-api-key": second})
     assert details.status_code == 200
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 from eth_account import Account
-from eth_account.messages import encode_defunct
 from hypothesis import given
 from hypothesis import strategies as st
 
 from livesessions.auth.siwe import SiweError, SiweMessage, format_time, parse_message, parse_time, recover_signer
+from support import sign  # also imported from here by older tests: `from test_siwe import sign`
 
 
 def _message(**overrides: object) -> SiweMessage:
@@ -16,10 +16,6 @@ def _message(**overrides: object) -> SiweMessage:
                   chain_id=1, nonce="abcdefgh1234", issued_at="2026-11-29T05:00:00.000Z")
     fields.update(overrides)
     return SiweMessage(**fields)  # type: ignore[arg-type]
-
-
-def sign(text: str, key: bytes) -> str:
-    return "0x" + Account.sign_message(encode_defunct(text=text), key).signature.hex().removeprefix("0x")
 
 
 def test_the_text_follows_the_eip_4361_layout() -> None:

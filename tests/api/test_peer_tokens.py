@@ -1,26 +1,26 @@
-"""Peer tokens: what create-peer-token signs, and that /jwks.json verifies it."""
+"""Peer tokens: what create-peer-token signs, and that /jwks.json verifies it
+(the app in this process; the key surviving a restart: e2e/test_restarts.py)."""
 
 from __future__ import annotations
 
-import httpx
 import jwt
 import pytest
 
-from conftest import Project, Server
-from livesessions.domain.permissions import ROLE_PERMISSIONS, resolve_permissions
+from livesessions.domain.permissions import ROLE_PERMISSIONS
+from support import LocalApp, Project
 
 
-def _claims(server: Server, token: str) -> dict:
-    jwks = httpx.get(server.base + "/jwks.json").json()
+def _claims(app: LocalApp, token: str) -> dict:
+    jwks = app.http.get("/jwks.json").json()
     key = jwt.PyJWK(jwks["keys"][0])
     assert jwt.get_unverified_header(token)["kid"] == jwks["keys"][0]["kid"]
     return jwt.decode(token, key.key, algorithms=["ES256"])
 
 
-def test_token_claims_verify_against_the_published_key(server: Server, project: Project) -> None:
+def test_token_claims_verify_against_the_published_key(app: LocalApp, project: Project) -> None:
     room = project.create_room()
     token = project.token(room, role="listener", metadata='{"name":"l"}', ttl=60)
-    claims = _claims(server, token)
+    claims = _claims(app, token)
     assert claims["roomId"] == room
     assert claims["role"] == "listener"
     assert claims["metadata"] == '{"name":"l"}'
@@ -30,10 +30,10 @@ def test_token_claims_verify_against_the_published_key(server: Server, project: 
     assert claims["projectId"].startswith("prj_")
 
 
-def test_explicit_permissions_override_role_defaults(server: Server, project: Project) -> None:
+def test_explicit_permissions_override_role_defaults(app: LocalApp, project: Project) -> None:
     room = project.create_room()
     token = project.token(room, role="host", permissions={"canSendData": False, "canProduceSources": {"screen": False}})
-    permissions = _claims(server, token)["permissions"]
+    permissions = _claims(app, token)["permissions"]
     assert permissions["admin"] is True
     assert permissions["canSendData"] is False
     assert permissions["canProduceSources"] == {"cam": True, "mic": True, "screen": False}
@@ -43,17 +43,6 @@ def test_each_token_is_a_new_peer(project: Project) -> None:
     room = project.create_room()
     ids = {jwt.decode(project.token(room), options={"verify_signature": False})["peerId"] for _ in range(5)}
     assert len(ids) == 5
-
-
-def test_the_signing_key_survives_restarts(fresh_server: Server) -> None:
-    fresh_server.start()
-    before = httpx.get(fresh_server.base + "/jwks.json").json()
-    project = fresh_server.project()
-    token = project.token(project.create_room())
-    fresh_server.stop()
-    fresh_server.start()
-    assert httpx.get(fresh_server.base + "/jwks.json").json() == before
-    _claims(fresh_server, token)
 
 
 @pytest.mark.parametrize(
@@ -77,10 +66,3 @@ def test_bad_token_requests_are_400_with_issues(project: Project, body: dict, pa
     issue = body["error"]["issues"][0]
     assert issue["path"] == path
     assert issue["message"] and issue["code"]
-
-
-def test_resolve_permissions_defaults_to_speaker() -> None:
-    assert resolve_permissions(None, None) == ROLE_PERMISSIONS["speaker"]
-    assert resolve_permissions("guest", {"canSendData": True})["canSendData"] is True
-    # the role table itself is never changed by an override
-    assert ROLE_PERMISSIONS["guest"]["canSendData"] is False

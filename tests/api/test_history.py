@@ -1,10 +1,12 @@
-"""Session history and metrics, and what survives a restart or a crash."""
+"""Session history and metrics (the app in this process, with peers on its
+WebSocket handler and a clock the tests move; what survives a restart or a
+crash: e2e/test_restarts.py)."""
 
 from __future__ import annotations
 
 import time
 
-from conftest import Project, Server
+from support import LocalApp, Project
 
 
 def _sessions(project: Project, room: str, **params: object) -> dict:
@@ -41,14 +43,15 @@ def test_unknown_and_foreign_sessions_are_404(project: Project, other_project: P
     peer.close()
 
 
-def test_session_details_pages_newest_first(project: Project) -> None:
+def test_session_details_pages_newest_first(app: LocalApp, project: Project) -> None:
     room = project.create_room()
+    tokens = [project.token(room) for _ in range(3)]  # before the clock moves: see LocalApp.advance
     ids = []
-    for _ in range(3):
-        peer = project.join(room)
+    for token in tokens:
+        peer = project.join(room, token)
         ids.append(peer.session_id)
         peer.leave()
-        time.sleep(1.15)  # past the 1 s grace: the next join is a new session
+        app.advance(1.15)  # past the 1 s grace: the next join is a new session
     first = _sessions(project, room, limit=2)
     assert [s["sessionId"] for s in first["sessions"]] == ids[::-1][:2]
     rest = _sessions(project, room, limit=2, cursor=first["nextCursor"])
@@ -75,54 +78,3 @@ def test_metrics_totals_for_the_project_only(project: Project, other_project: Pr
     assert metrics["totalSessions"] == 1
     assert metrics["totalUsers"] == 2
     assert metrics["totalDuration"] >= 50
-
-
-def test_restart_keeps_rooms_keys_and_finished_sessions(fresh_server: Server) -> None:
-    fresh_server.start()
-    project = fresh_server.project()
-    room = project.create_room(metadata={"keep": "me"})
-    peer = project.join(room)
-    peer.leave()
-    time.sleep(1.2)
-    finished = _sessions(project, room)["sessions"]
-    assert finished[0]["endTime"] is not None
-    fresh_server.stop()
-    fresh_server.start()
-    assert project.get(f"/api/v2/sdk/rooms/room-details/{room}").json()["metadata"] == {"keep": "me"}
-    assert _sessions(project, room)["sessions"] == finished
-
-
-def test_sessions_live_at_a_crash_are_closed_at_their_last_known_time(fresh_server: Server) -> None:
-    fresh_server.start()
-    project = fresh_server.project()
-    room = project.create_room()
-    peer = project.join(room)
-    time.sleep(0.1)
-    joined_at = project.live()[0]["startTime"]
-    fresh_server.stop(kill=True)  # SIGKILL: no chance to tidy up
-    peer.close()
-    fresh_server.start()
-    assert project.live() == []
-    (session,) = _sessions(project, room)["sessions"]
-    assert session["sessionId"] == peer.session_id
-    # The last thing known before the crash was the join (heartbeats are 15 s apart).
-    assert session["endTime"] == joined_at
-    participants = project.get("/api/v2/sdk/rooms/participant-list", params={"sessionId": session["sessionId"]}).json()
-    assert participants["participants"][0]["exitTime"] == joined_at
-    # A rejoin starts a new session rather than reviving the closed one.
-    again = project.join(room)
-    assert again.session_id != peer.session_id
-    again.close()
-
-
-def test_graceful_stop_closes_live_sessions_at_shutdown(fresh_server: Server) -> None:
-    fresh_server.start()
-    project = fresh_server.project()
-    room = project.create_room()
-    peer = project.join(room)
-    before_stop = int(time.time() * 1000)
-    fresh_server.stop()
-    peer.close()
-    fresh_server.start()
-    (session,) = _sessions(project, room)["sessions"]
-    assert session["endTime"] is not None and session["endTime"] >= before_stop - 50

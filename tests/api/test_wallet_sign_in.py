@@ -1,72 +1,68 @@
 """API keys by connecting a wallet: Sign-In with Ethereum through the HTTP API,
-with real signatures from keys made in the test, and key management."""
+with real signatures from keys made in the test, and key management (the app
+in this process; the `login` command against a server: e2e/test_login_command.py)."""
 
 from __future__ import annotations
 
-import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 from eth_account import Account
 
-from conftest import BIN, Server
 from livesessions.auth.siwe import SiweMessage, format_time
-from test_siwe import sign
+from support import LocalApp, sign
 
 
-@pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("auth") / "data", **{
-        "sign-ins-per-minute": 10_000, "chain-ids": "1,137"}).start()
-    yield server
-    server.stop()
+@pytest.fixture
+def auth_server(make_app: Callable[..., LocalApp]) -> LocalApp:
+    return make_app(sign_ins_per_minute=10_000, chain_ids=frozenset({1, 137}))
 
 
-def nonce(server: Server) -> str:
-    response = httpx.get(server.base + "/api/v2/auth/nonce")
+def nonce(server: LocalApp) -> str:
+    response = server.http.get("/api/v2/auth/nonce")
     assert response.status_code == 200
     return response.json()["nonce"]
 
 
-def message(server: Server, account: Any, **overrides: Any) -> str:
+def message(server: LocalApp, account: Any, **overrides: Any) -> str:
     fields = dict(domain=f"127.0.0.1:{server.port}", address=account.address, uri=server.base, chain_id=1,
                   nonce=nonce(server), issued_at=format_time(int(time.time() * 1000)), statement="Sign in")
     fields.update(overrides)
     return SiweMessage(**fields).text()
 
 
-def verify(server: Server, text: str, signature: str) -> httpx.Response:
-    return httpx.post(server.base + "/api/v2/auth/verify", json={"message": text, "signature": signature})
+def verify(server: LocalApp, text: str, signature: str) -> httpx.Response:
+    return server.http.post("/api/v2/auth/verify", json={"message": text, "signature": signature})
 
 
-def sign_in(server: Server, account: Any) -> dict:
+def sign_in(server: LocalApp, account: Any) -> dict:
     text = message(server, account)
     response = verify(server, text, sign(text, account.key))
     assert response.status_code == 200, response.text
     return response.json()
 
 
-def keys(server: Server, token: str) -> httpx.Client:
-    return httpx.Client(base_url=server.base, headers={"authorization": f"Bearer {token}"})
+def keys(server: LocalApp, token: str) -> httpx.Client:
+    return server.client(headers={"authorization": f"Bearer {token}"})
 
 
-def test_first_sign_in_gets_a_project_and_a_key_that_works(auth_server: Server) -> None:
+def test_first_sign_in_gets_a_project_and_a_key_that_works(auth_server: LocalApp) -> None:
     account = Account.create()
     first = sign_in(auth_server, account)
     assert first["address"] == account.address
     assert first["projectId"].startswith("prj_") and first["token"].startswith("lss_")
     api_key = first["apiKey"]
-    room = httpx.post(auth_server.base + "/api/v2/sdk/rooms/create-room", headers={"x-api-key": api_key}, json={})
+    room = auth_server.http.post("/api/v2/sdk/rooms/create-room", headers={"x-api-key": api_key}, json={})
     assert room.status_code == 201
     again = sign_in(auth_server, account)
     assert "apiKey" not in again and again["projectId"] == first["projectId"]
     assert again["token"] != first["token"]
 
 
-def test_keys_are_listed_masked_created_and_revoked_at_once(auth_server: Server) -> None:
+def test_keys_are_listed_masked_created_and_revoked_at_once(auth_server: LocalApp) -> None:
     account = Account.create()
     session = sign_in(auth_server, account)
     client = keys(auth_server, session["token"])
@@ -74,7 +70,7 @@ def test_keys_are_listed_masked_created_and_revoked_at_once(auth_server: Server)
     assert created.status_code == 201
     new_key = created.json()["apiKey"]
     headers = {"x-api-key": new_key}
-    assert httpx.get(auth_server.base + "/api/v2/sdk/live-sessions", headers=headers).status_code == 200
+    assert auth_server.http.get("/api/v2/sdk/live-sessions", headers=headers).status_code == 200
     listed = client.get("/api/v2/keys").json()["keys"]
     assert [k["name"] for k in listed] == ["first key", "ci"]
     for item in listed:
@@ -84,15 +80,15 @@ def test_keys_are_listed_masked_created_and_revoked_at_once(auth_server: Server)
     assert listed[1]["lastUsedAt"] is not None and listed[0]["lastUsedAt"] is None
     ci_id = created.json()["id"]
     assert client.delete(f"/api/v2/keys/{ci_id}").status_code == 204
-    refused = httpx.get(auth_server.base + "/api/v2/sdk/live-sessions", headers=headers)
+    refused = auth_server.http.get("/api/v2/sdk/live-sessions", headers=headers)
     assert refused.status_code == 401
     assert [k["name"] for k in client.get("/api/v2/keys").json()["keys"]] == ["first key"]
     assert client.delete(f"/api/v2/keys/{ci_id}").status_code == 404
     # the other key of the project still works
-    assert httpx.get(auth_server.base + "/api/v2/sdk/live-sessions", headers={"x-api-key": session["apiKey"]}).status_code == 200
+    assert auth_server.http.get("/api/v2/sdk/live-sessions", headers={"x-api-key": session["apiKey"]}).status_code == 200
 
 
-def test_revocation_holds_for_requests_queued_behind_it(auth_server: Server) -> None:
+def test_revocation_holds_for_requests_queued_behind_it(auth_server: LocalApp) -> None:
     session = sign_in(auth_server, Account.create())
     client = keys(auth_server, session["token"])
     key_id = client.get("/api/v2/keys").json()["keys"][0]["id"]
@@ -101,7 +97,7 @@ def test_revocation_holds_for_requests_queued_behind_it(auth_server: Server) -> 
     import concurrent.futures
 
     def hit() -> tuple[float, int]:
-        response = httpx.get(auth_server.base + "/api/v2/sdk/live-sessions", headers={"x-api-key": api_key})
+        response = auth_server.http.get("/api/v2/sdk/live-sessions", headers={"x-api-key": api_key})
         return time.monotonic(), response.status_code
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -113,17 +109,17 @@ def test_revocation_holds_for_requests_queued_behind_it(auth_server: Server) -> 
     assert all(status in (200, 401) for _, status in results)
 
 
-def test_another_projects_key_cannot_be_revoked(auth_server: Server) -> None:
+def test_another_projects_key_cannot_be_revoked(auth_server: LocalApp) -> None:
     mine = sign_in(auth_server, Account.create())
     theirs = sign_in(auth_server, Account.create())
     their_key_id = keys(auth_server, theirs["token"]).get("/api/v2/keys").json()["keys"][0]["id"]
     assert keys(auth_server, mine["token"]).delete(f"/api/v2/keys/{their_key_id}").status_code == 404
-    assert httpx.get(auth_server.base + "/api/v2/sdk/live-sessions", headers={"x-api-key": theirs["apiKey"]}).status_code == 200
+    assert auth_server.http.get("/api/v2/sdk/live-sessions", headers={"x-api-key": theirs["apiKey"]}).status_code == 200
 
 
-def test_key_routes_need_an_account_session(auth_server: Server) -> None:
+def test_key_routes_need_an_account_session(auth_server: LocalApp) -> None:
     for headers in ({}, {"authorization": "Bearer nope"}, {"authorization": "Basic abc"}):
-        response = httpx.get(auth_server.base + "/api/v2/keys", headers=headers)
+        response = auth_server.http.get("/api/v2/keys", headers=headers)
         assert response.status_code == 401
         assert "Sign in first" in response.json()["message"]
     session = sign_in(auth_server, Account.create())
@@ -131,17 +127,17 @@ def test_key_routes_need_an_account_session(auth_server: Server) -> None:
     for bad in ({}, {"name": ""}, {"name": "x" * 101}, {"name": 5}):
         assert client.post("/api/v2/keys", json=bad).status_code == 400
     # an API key is not an account session
-    assert httpx.get(auth_server.base + "/api/v2/keys", headers={"authorization": f"Bearer {session['apiKey']}"}).status_code == 401
+    assert auth_server.http.get("/api/v2/keys", headers={"authorization": f"Bearer {session['apiKey']}"}).status_code == 401
 
 
-def _refused(server: Server, text: str, signature: str, status: int, reason: str) -> None:
+def _refused(server: LocalApp, text: str, signature: str, status: int, reason: str) -> None:
     response = verify(server, text, signature)
     assert response.status_code == status, response.text
     assert reason in response.json()["message"], response.json()
     assert "apiKey" not in response.json() and "token" not in response.json()
 
 
-def test_bad_sign_ins_are_refused_with_a_reason(auth_server: Server) -> None:
+def test_bad_sign_ins_are_refused_with_a_reason(auth_server: LocalApp) -> None:
     account, other = Account.create(), Account.create()
     now = int(time.time() * 1000)
     cases = [
@@ -176,7 +172,7 @@ def test_bad_sign_ins_are_refused_with_a_reason(auth_server: Server) -> None:
     assert verify(auth_server, text137, sign(text137, account.key)).status_code == 200
 
 
-def test_a_nonce_works_once(auth_server: Server) -> None:
+def test_a_nonce_works_once(auth_server: LocalApp) -> None:
     account = Account.create()
     text = message(auth_server, account)
     signature = sign(text, account.key)
@@ -184,62 +180,40 @@ def test_a_nonce_works_once(auth_server: Server) -> None:
     _refused(auth_server, text, signature, 401, "already used")
 
 
-def test_malformed_verify_bodies(auth_server: Server) -> None:
+def test_malformed_verify_bodies(auth_server: LocalApp) -> None:
     for body in ({}, {"message": "x"}, {"message": 5, "signature": "0x"}, [], {"message": "", "signature": ""}):
-        response = httpx.post(auth_server.base + "/api/v2/auth/verify", json=body)
+        response = auth_server.http.post("/api/v2/auth/verify", json=body)
         assert response.status_code == 400, body
 
 
-def test_the_nonce_route_can_prepare_the_message(auth_server: Server) -> None:
+def test_the_nonce_route_can_prepare_the_message(auth_server: LocalApp) -> None:
     account = Account.create()
-    answer = httpx.get(auth_server.base + "/api/v2/auth/nonce", params={"address": account.address.lower(), "chainId": 137}).json()
+    answer = auth_server.http.get("/api/v2/auth/nonce", params={"address": account.address.lower(), "chainId": 137}).json()
     assert answer["message"].split("\n")[1] == account.address  # checksummed for the wallet
     assert f"Nonce: {answer['nonce']}" in answer["message"] and "Chain ID: 137" in answer["message"]
     assert verify(auth_server, answer["message"], sign(answer["message"], account.key)).status_code == 200
-    assert httpx.get(auth_server.base + "/api/v2/auth/nonce", params={"address": "0x12"}).status_code == 400
+    assert auth_server.http.get("/api/v2/auth/nonce", params={"address": "0x12"}).status_code == 400
 
 
-def test_sign_in_attempts_are_rate_limited(fresh_server: Server) -> None:
-    fresh_server.options["sign-ins-per-minute"] = 3
-    fresh_server.start()
-    statuses = [httpx.get(fresh_server.base + "/api/v2/auth/nonce").status_code for _ in range(5)]
+def test_sign_in_attempts_are_rate_limited(make_app: Callable[..., LocalApp]) -> None:
+    fresh_server = make_app(sign_ins_per_minute=3)
+    statuses = [fresh_server.http.get("/api/v2/auth/nonce").status_code for _ in range(5)]
     assert statuses[:3] == [200, 200, 200] and statuses[3:] == [429, 429]
-    limited = httpx.get(fresh_server.base + "/api/v2/auth/nonce")
+    limited = fresh_server.http.get("/api/v2/auth/nonce")
     assert int(limited.headers["retry-after"]) >= 1
 
 
-def test_api_keys_are_rate_limited(fresh_server: Server) -> None:
-    fresh_server.options.update({"rate-limit": 2, "rate-burst": 3})
-    fresh_server.start()
+def test_api_keys_are_rate_limited(make_app: Callable[..., LocalApp]) -> None:
+    fresh_server = make_app(rate_limit=2, rate_burst=3)
     key = fresh_server.create_key()
     other = fresh_server.create_key()
-    statuses = [httpx.get(fresh_server.base + "/api/v2/sdk/live-sessions", headers={"x-api-key": key}).status_code
+    statuses = [fresh_server.http.get("/api/v2/sdk/live-sessions", headers={"x-api-key": key}).status_code
                 for _ in range(6)]
     assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:]
-    limited = httpx.get(fresh_server.base + "/api/v2/sdk/live-sessions", headers={"x-api-key": key})
+    limited = fresh_server.http.get("/api/v2/sdk/live-sessions", headers={"x-api-key": key})
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
     assert limited.json()["message"]
     # limits are per key
-    assert httpx.get(fresh_server.base + "/api/v2/sdk/live-sessions", headers={"x-api-key": other}).status_code == 200
+    assert fresh_server.http.get("/api/v2/sdk/live-sessions", headers={"x-api-key": other}).status_code == 200
     time.sleep(1.1)
-    assert httpx.get(fresh_server.base + "/api/v2/sdk/live-sessions", headers={"x-api-key": key}).status_code == 200
-
-
-def test_login_command_signs_in_from_a_key_file(auth_server: Server, tmp_path) -> None:
-    account = Account.create()
-    key_file = tmp_path / "wallet.key"
-    key_file.write_text(account.key.hex())
-    run = lambda *extra: subprocess.run([str(BIN), "login", "--url", auth_server.base, *extra],  # noqa: E731
-                                        capture_output=True, text=True, timeout=60)
-    first = run("--key-file", str(key_file))
-    assert first.returncode == 0, first.stderr
-    api_key = first.stdout.strip().splitlines()[-1]
-    assert httpx.get(auth_server.base + "/api/v2/sdk/live-sessions", headers={"x-api-key": api_key}).status_code == 200
-    second = run("--key-file", str(key_file), "--json")
-    assert second.returncode == 0 and '"apiKey"' in second.stdout and api_key not in second.stdout
-    missing = run()
-    assert missing.returncode != 0 and "LIVESESSIONS_WALLET_KEY" in missing.stderr
-    key_file.write_text("not a key")
-    bad = run("--key-file", str(key_file))
-    assert bad.returncode != 0 and "not a key" not in bad.stderr and "Traceback" not in bad.stderr
-    assert "--private-key" not in subprocess.run([str(BIN), "login", "--help"], capture_output=True, text=True).stdout
+    assert fresh_server.http.get("/api/v2/sdk/live-sessions", headers={"x-api-key": key}).status_code == 200

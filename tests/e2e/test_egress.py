@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from conftest import Project, Server
+from support import Project, Server
 
 START = "/api/v1/recording/start"
 STOP = "/api/v1/recording/stop"

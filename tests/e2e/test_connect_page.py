@@ -12,7 +12,7 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from conftest import Server
+from support import Server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 REQUIRED = os.environ.get("LIVESESSIONS_REQUIRE_BROWSER") == "1"
@@ -71,6 +71,8 @@ def test_a_person_connects_a_wallet_gets_a_key_and_revokes_it(server: Server, tm
             assert page.locator("#key-rows tr").count() == 1
 
             page.click("#copy")
+            # the click handler awaits the clipboard before it changes the label
+            page.wait_for_function("document.querySelector('#copy').textContent !== 'Copy'", timeout=5_000)
             assert page.inner_text("#copy") in ("Copied", "Selected: press Ctrl+C")
 
             page.fill("#key-name", "from the browser")
