@@ -83,6 +83,9 @@ def test_routes_and_websockets_work_through_the_example_proxy(proxied: tuple[Ser
     message = httpx.get(base + "/api/v2/auth/nonce",
                         params={"address": "0x" + "11" * 20}).json()["message"]
     assert message.startswith(base.removeprefix("http://") + " wants you")
+    # Metrics stay private: not through the proxy, only on the service itself.
+    assert httpx.get(base + "/metrics").status_code == 404
+    assert httpx.get(server.base + "/metrics").status_code == 200
 
 
 def test_each_client_behind_the_proxy_has_its_own_limits(proxied: tuple[Server, str]) -> None:

@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from typing import Any
 
 from livesessions.domain.errors import Refused
-from livesessions.http.core import ClientDisconnected, Request, Router
+from livesessions.http.core import ClientDisconnected, Request, Route, Router
 from livesessions.http.errors import BAD_API_KEY, INTERNAL_ERROR, SIGN_IN_FIRST, Abort, answer_refused, too_many
 from livesessions.http.openapi import openapi_document
 from livesessions.http.responses import Receive, Response, Send, encode
@@ -18,12 +19,15 @@ from livesessions.http.routes import OPERATIONS
 from livesessions.http.routes.live_sessions import LiveListings
 from livesessions.http.routing import build_router
 from livesessions.realtime.peer_socket import PeerSocket
+from livesessions.realtime.protocol import CloseCode
 from livesessions.services import Services
 
 log = logging.getLogger(__name__)
 
 KEY_OVER_LIMIT = "Too many requests for this API key; slow down"
 ADDRESS_OVER_LIMIT = "Too many requests with a wrong API key or token from this address; slow down"
+# The route label of requests no route matched (404/405).
+UNMATCHED = "(unmatched)"
 
 
 def build_app_router(services: Services) -> Router:
@@ -61,30 +65,21 @@ class LiveSessionsApp:
             if scope["path"] == "/ws":
                 await self.peer_socket(scope, receive, send)
             else:
-                await send({"type": "websocket.close", "code": 4404, "reason": "no WebSocket here; use /ws"})
+                await send({"type": "websocket.close", "code": CloseCode.NO_SUCH_ENDPOINT,
+                            "reason": "no WebSocket here; use /ws"})
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
     async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         request = Request(scope, receive, self.services.settings.max_body_bytes)
         response: Response
+        # Labels requests by route pattern, so the series stay few.
+        pattern = UNMATCHED
         try:
             route, request.path_params = self.router.match(scope["method"], scope["path"])
-            if route.auth == "api_key":
-                found = await self.services.api_keys.project_for(request.header(b"x-api-key"))
-                if found is None:
-                    return await self._refuse(request, BAD_API_KEY, send)
-                request.project_id, request.key_id = found.project_id, found.key_id
-                wait = self.services.key_limiter.acquire(found.key_hash)
-                if wait:
-                    return await too_many(KEY_OVER_LIMIT, wait).send(send)
-            elif route.auth == "account":
-                request.account = await self.services.sign_in.session(request.bearer_token)
-                if request.account is None:
-                    return await self._refuse(request, SIGN_IN_FIRST, send)
-                request.project_id = request.account.project_id
-            answer = await route.endpoint(request)
-            response = answer if route.encode_as is None else Response(route.encode_as, encode(answer))
+            pattern = route.pattern
+            response = await self._serve(route, request)
         except Abort as exc:
             response = exc.response
         except Refused as exc:
@@ -95,12 +90,30 @@ class LiveSessionsApp:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             response = INTERNAL_ERROR
         await response.send(send)
+        self.services.telemetry.observe_http(scope["method"], pattern, response.status, time.perf_counter() - started)
 
-    async def _refuse(self, request: Request, answer: Response, send: Send) -> None:
+    async def _serve(self, route: Route, request: Request) -> Response:
+        if route.auth == "api_key":
+            found = await self.services.api_keys.project_for(request.header(b"x-api-key"))
+            if found is None:
+                return self._refuse(request, BAD_API_KEY)
+            request.project_id, request.key_id = found.project_id, found.key_id
+            wait = self.services.key_limiter.acquire(found.key_hash)
+            if wait:
+                return too_many(KEY_OVER_LIMIT, wait)
+        elif route.auth == "account":
+            request.account = await self.services.sign_in.session(request.bearer_token)
+            if request.account is None:
+                return self._refuse(request, SIGN_IN_FIRST)
+            request.project_id = request.account.project_id
+        answer = await route.endpoint(request)
+        return answer if route.encode_as is None else Response(route.encode_as, encode(answer))
+
+    def _refuse(self, request: Request, answer: Response) -> Response:
         """A wrong key or token: 401, or 429 once this address has had too many,
         so that keys cannot be guessed at speed."""
         wait = self.services.failed_auth_limiter.acquire(request.client_address)
-        await (too_many(ADDRESS_OVER_LIMIT, wait) if wait else answer).send(send)
+        return too_many(ADDRESS_OVER_LIMIT, wait) if wait else answer
 
     # --- lifespan -----------------------------------------------------------
 
@@ -138,7 +151,7 @@ class LiveSessionsApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
         await self.services.egress.stop_all()
-        self.services.hub.close_all(1001, "server shutting down")
+        self.services.hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
         await self.services.keeper.heartbeat()
         await self.services.api_keys.flush_last_used()
         self.services.close()

@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--json", action="store_true", help="print a JSON object")
     where.set_defaults(run=show_data_dir)
 
+    reference = commands.add_parser(
+        "openapi", help="print the API's OpenAPI 3.1 document",
+        description="Print the OpenAPI 3.1 document the service serves at /openapi.json (docs/openapi.json "
+        "in the repository is this output).")
+    reference.set_defaults(run=print_openapi)
+
     login = commands.add_parser(
         "login",
         help="sign in with a wallet key and print an API key",
@@ -334,6 +340,13 @@ def _lock_holder(lock: Path) -> str | None:
         except BlockingIOError:
             return handle.read().strip() or "unknown"
         return None
+
+
+def print_openapi(args: argparse.Namespace) -> int:
+    from livesessions.http.openapi import main as print_document
+
+    print_document()
+    return 0
 
 
 # --- login --------------------------------------------------------------------

@@ -149,3 +149,55 @@ def test_json_logs_tell_the_story_without_secrets(tmp_path: Path) -> None:
     assert token not in output and api_key not in output and "not-a-token" not in output
     # No line per connection from the server underneath.
     assert not any("connection open" in m or "[accepted]" in m for m in messages)
+
+
+def _scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = httpx.get(base + "/metrics")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(answer.text) for sample in family.samples}
+
+
+def test_metrics_are_scraped_in_prometheus_format(server: Server) -> None:
+    project = server.project()
+    before = _scrape(server.base)
+    room = project.create_room()
+    peer = project.join(room)
+    other = project.join(room)
+    peer.send({"type": "data", "to": "*", "label": "x", "payload": 1})
+    other.recv_type("data")
+    from websockets.sync.client import connect
+
+    wait_closed(connect(f"{server.ws_base}/ws?token=nonsense"))
+    locked = project.create_room(roomLocked=True)
+    wait_closed(connect(f"{server.ws_base}/ws?token={project.token(locked)}"))
+    assert project.get("/api/v2/sdk/live-sessions").status_code == 200
+    assert httpx.post(server.base + "/api/v2/auth/verify", json={"message": "hi", "signature": "0x0"}).status_code == 400
+    during = _scrape(server.base)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return during.get(key, 0.0) - before.get(key, 0.0)
+
+    assert during[("livesessions_live_rooms", ())] >= 1 and during[("livesessions_peers", ())] >= 2
+    assert delta("livesessions_joins_total", role="speaker") == 2
+    assert delta("livesessions_join_refusals_total", reason="bad-token") == 1
+    assert delta("livesessions_join_refusals_total", reason="locked") == 1
+    assert delta("livesessions_websocket_messages_total", direction="in") >= 1
+    assert delta("livesessions_websocket_messages_total", direction="out") >= 3  # 2 joined, peer-joined, data
+    requests = delta("livesessions_http_request_duration_seconds_count",
+                     method="GET", route="/api/v2/sdk/live-sessions", status="200")
+    assert requests >= 1
+    assert delta("livesessions_http_request_duration_seconds_count",
+                 method="POST", route="/api/v2/sdk/rooms/create-room", status="201") == 2
+    assert during[("livesessions_commit_duration_seconds_count", ())] > before.get(
+        ("livesessions_commit_duration_seconds_count", ()), 0)
+    assert ("livesessions_write_queue_depth", ()) in during
+    assert ("livesessions_egress_active", (("type", "recording"),)) in during
+    assert delta("livesessions_sign_ins_total", outcome="refused") == 1
+    peer.close()
+    other.close()
+    after = _scrape(server.base)
+    assert after[("livesessions_leaves_total", ())] - before.get(("livesessions_leaves_total", ()), 0) >= 2

@@ -4,6 +4,7 @@ EIP-4361 message, and the short-lived account sessions that manage keys."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import string
 from dataclasses import dataclass
@@ -11,8 +12,12 @@ from dataclasses import dataclass
 from livesessions.auth.api_keys import ApiKeys
 from livesessions.auth.siwe import SiweError, SiweMessage, format_time, parse_message, parse_time, recover_signer
 from livesessions.clock import Clock
-from livesessions.domain.errors import Invalid, Unauthorized
+from livesessions.domain.errors import Invalid, Refused, Unauthorized
+from livesessions.logs import context
 from livesessions.stores.base import Store
+from livesessions.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
 
 _NONCE_ALPHABET = string.ascii_letters + string.digits
 STATEMENT = "Sign in to livesessions to get an API key for your project."
@@ -42,11 +47,14 @@ def _hash(token: str) -> str:
 
 
 class WalletSignIn:
-    def __init__(self, store: Store, api_keys: ApiKeys, clock: Clock, policy: SignInPolicy) -> None:
+    def __init__(
+        self, store: Store, api_keys: ApiKeys, clock: Clock, policy: SignInPolicy, telemetry: Telemetry
+    ) -> None:
         self.store = store
         self.api_keys = api_keys
         self.clock = clock
         self.policy = policy
+        self.telemetry = telemetry
 
     async def new_nonce(self) -> str:
         nonce = "".join(secrets.choice(_NONCE_ALPHABET) for _ in range(24))
@@ -63,6 +71,18 @@ class WalletSignIn:
 
     async def verify(self, text: str, signature: str) -> tuple[AccountSession, str, str | None]:
         """Check a signed message; (session, session token, first API key or None)."""
+        try:
+            session, token, api_key = await self._verify(text, signature)
+        except Refused as exc:
+            self.telemetry.sign_ins.labels("refused").inc()
+            log.info("sign-in refused", extra=context(reason=exc.message))
+            raise
+        self.telemetry.sign_ins.labels("first" if api_key else "succeeded").inc()
+        log.info("signed in", extra=context(project=session.project_id, address=session.address,
+                                            first=api_key is not None))
+        return session, token, api_key
+
+    async def _verify(self, text: str, signature: str) -> tuple[AccountSession, str, str | None]:
         try:
             message = parse_message(text)
             signer = recover_signer(text, signature)

@@ -30,6 +30,7 @@ from livesessions.egress.livestream import Broadcast
 from livesessions.egress.timeline import TimelineFile
 from livesessions.realtime.hub import Connection
 from livesessions.realtime.membership import Membership
+from livesessions.logs import context
 from livesessions.realtime.protocol import CloseCode
 from livesessions.stores.base import Presence, Store
 
@@ -150,6 +151,8 @@ class EgressService:
         self._active[(key, kind)] = ActiveJob(job, connection, timeline_file, broadcast)
         _, persisted = await self.membership.enter(connection, admission)
         await persisted
+        log.info(f"{kind} started", extra=context(
+            project=key.project_id, room=key.room_id, session=session_id, job=job.id))
         return job
 
     async def stop(self, project_id: str, room_id: str, kind: EgressType | None) -> EgressJob:
@@ -203,14 +206,15 @@ class EgressService:
             job.failed_reason = active.timeline.failed_reason
             job.failed_at = active.timeline.failed_at
             # Once per job (here, where every failure ends up); no tokens in it.
-            log.error(
-                "recording %s of room %s (project %s) failed and was stopped: %s",
-                job.id, key.room_id, key.project_id, job.failed_reason,
-            )
+            log.error("recording failed and was stopped", extra=context(
+                project=key.project_id, room=key.room_id, job=job.id, reason=job.failed_reason))
         await self.store.stop_egress_job(job.id, now, size, job.failed_reason, job.failed_at)
         job.active = False
         job.stopped_at = now
         job.size = size
+        if job.failed_reason is None:
+            log.info(f"{job.type} stopped", extra=context(
+                project=key.project_id, room=key.room_id, job=job.id, size=size))
         return job
 
     async def session_ended(self, ended: EndedSession) -> None:

@@ -29,6 +29,7 @@ class CloseCode(IntEnum):
     TOO_FAST = 4008  # kept sending past its message budget
     REPLACED = 4009  # the same peer connected again
     FULL = 4029
+    NO_SUCH_ENDPOINT = 4404  # a WebSocket anywhere but /ws
 
 
 # What a refused join is closed with.

@@ -65,6 +65,9 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
+    async def ping(self) -> None:
+        """Raise unless the database answers a trivial query."""
+
     def instrument(self, telemetry: Telemetry) -> None:
         """Record write-queue depth and commit times."""
 

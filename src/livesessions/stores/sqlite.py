@@ -161,6 +161,9 @@ class SQLiteStore:
     def close(self) -> None:
         self.db.close()
 
+    async def ping(self) -> None:
+        self.db.read_one("SELECT 1")
+
     def instrument(self, telemetry: Telemetry) -> None:
         self.db.observe_commit = telemetry.commits.observe
 

@@ -18,6 +18,8 @@ from livesessions.http.errors import ROUTE_NOT_FOUND, Abort, RouteNotFound
 from livesessions.http.responses import Out, Response, json_response
 from livesessions.http.routing import Operation, PathParam, Reply
 from livesessions.stores.base import Store
+from livesessions.telemetry import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
+from livesessions.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +100,17 @@ async def liveness(request: Request) -> Response:
 
 async def readiness(request: Request, store: Store) -> Response:
     try:
-        # A trivial query: a lookup by primary key that finds nothing.
-        await store.get_room("", "")
+        await store.ping()
     except Exception as exc:  # noqa: BLE001 - whatever it is, the database is not answering
         log.warning("readiness: the database did not answer: %r", exc)
         return json_response(503, NotReady(ok=False, failed=["database"],
                                            message=f"the database did not answer ({type(exc).__name__})"))
     return ALIVE
+
+
+async def get_metrics(request: Request, telemetry: Telemetry) -> Response:
+    return Response(200, await telemetry.render(), [(b"cache-control", b"no-store")],
+                    PROMETHEUS_CONTENT_TYPE.encode())
 
 
 async def get_jwks(request: Request, signer: PeerTokenSigner) -> JsonWebKeySet:
@@ -157,6 +163,14 @@ OPERATIONS: tuple[Operation, ...] = (
         answer=Reply("The database answers.", Alive),
         errors={503: Reply("Something the service needs does not answer; `failed` names it.", NotReady)},
         description="For a load balancer's readiness probe: 200 while the database answers a trivial query.",
+    ),
+    Operation(
+        "GET", "/metrics", get_metrics, "metrics", "Prometheus metrics", TAG, auth="none",
+        answer=Reply("The service's metrics in Prometheus' text format.", media_types=("text/plain",)),
+        description="Live rooms and peers, joins, leaves and refusals by reason, peers cut off, WebSocket "
+        "messages in and out, HTTP requests by route and status with latency histograms, database write-queue "
+        "depth and commit times, active recordings and livestreams, wallet sign-ins by outcome. Behind a "
+        "public proxy, keep it for your monitoring (deploy/nginx.conf does).",
     ),
     Operation(
         "GET", "/jwks.json", get_jwks, "getJwks", "Public keys that verify peer tokens", TAG, auth="none",
