@@ -65,8 +65,13 @@ class LiveSessionsApp:
             if scope["path"] == "/ws":
                 await self.peer_socket(scope, receive, send)
             else:
-                await send({"type": "websocket.close", "code": CloseCode.NO_SUCH_ENDPOINT,
-                            "reason": "no WebSocket here; use /ws"})
+                await send(
+                    {
+                        "type": "websocket.close",
+                        "code": CloseCode.NO_SUCH_ENDPOINT,
+                        "reason": "no WebSocket here; use /ws",
+                    }
+                )
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -86,7 +91,7 @@ class LiveSessionsApp:
             response = answer_refused(exc)
         except ClientDisconnected:
             return
-        except Exception:  # noqa: BLE001 - answered as 500, and logged to be fixed
+        except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             response = INTERNAL_ERROR
         await response.send(send)
@@ -135,8 +140,12 @@ class LiveSessionsApp:
     async def startup(self) -> None:
         await self.services.api_keys.refresh_revocations()
         policy = self.services.sign_in.policy
-        log.info("public URL %s; wallet sign-in messages must name domain %s and URI %s",
-                 self.services.settings.base_url, policy.domain, policy.uri)
+        log.info(
+            "public URL %s; wallet sign-in messages must name domain %s and URI %s",
+            self.services.settings.base_url,
+            policy.domain,
+            policy.uri,
+        )
         closed = await self.services.store.close_interrupted_sessions()
         if closed:
             log.info("closed %d session(s) left open by the previous run", closed)
@@ -176,7 +185,7 @@ class LiveSessionsApp:
                     await self.services.store.forget_expired_sign_ins(self.services.clock())
                 if tick_count % beats_per_lease_check == 0:
                     await self.services.egress.release_silent_workers()
-            except Exception:  # noqa: BLE001 - keep maintaining; the next tick retries
+            except Exception:
                 log.exception("session maintenance failed")
 
 

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +51,25 @@ def _add_setting(parser: argparse.ArgumentParser, setting: Setting) -> None:
         shown = "none" if setting.default is None else describe_default(setting.default)
         help_text = f"{setting.help} (default: {shown}; env {setting.env})"
     if setting.parse is bool or isinstance(setting.default, bool):
-        parser.add_argument(setting.flag, dest=setting.attr, nargs="?", const=True, default=default,
-                            type=_from_text(setting), metavar=setting.metavar, help=help_text)
+        parser.add_argument(
+            setting.flag,
+            dest=setting.attr,
+            nargs="?",
+            const=True,
+            default=default,
+            type=_from_text(setting),
+            metavar=setting.metavar,
+            help=help_text,
+        )
     else:
-        parser.add_argument(setting.flag, dest=setting.attr, default=default, type=_from_text(setting),
-                            metavar=setting.metavar, help=help_text)
+        parser.add_argument(
+            setting.flag,
+            dest=setting.attr,
+            default=default,
+            type=_from_text(setting),
+            metavar=setting.metavar,
+            help=help_text,
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser(
-        "serve", help="run the service",
+        "serve",
+        help="run the service",
         description="Run the HTTP and WebSocket service. Every setting is also read from the environment "
         "variable named in its help; a flag given here wins.",
     )
@@ -75,11 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
         _add_setting(serve, setting)
     serve.set_defaults(run=run_serve)
 
-    keys = commands.add_parser("keys", help="manage API keys", description="Manage API keys offline, on the "
-                               "data directory of a server (which may be running).")
+    keys = commands.add_parser(
+        "keys",
+        help="manage API keys",
+        description="Manage API keys offline, on the data directory of a server (which may be running).",
+    )
     key_commands = keys.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
     create = key_commands.add_parser(
-        "create", help="create an API key for a wallet's project",
+        "create",
+        help="create an API key for a wallet's project",
         description="Create an API key for the project owned by a wallet address, and print it. "
         "The key is shown only now; only its hash is stored.",
     )
@@ -88,32 +107,40 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--json", action="store_true", help="print a JSON object instead of the bare key")
     create.set_defaults(run=create_key)
     listing = key_commands.add_parser(
-        "list", help="list the API keys that work", description="List every working API key (masked), "
-        "or one wallet's, with its project.")
+        "list",
+        help="list the API keys that work",
+        description="List every working API key (masked), or one wallet's, with its project.",
+    )
     listing.add_argument("--wallet", help="only this wallet's keys")
     listing.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     listing.set_defaults(run=list_keys)
     revoke = key_commands.add_parser(
-        "revoke", help="revoke an API key by its id", description="Revoke an API key (and every peer token "
+        "revoke",
+        help="revoke an API key by its id",
+        description="Revoke an API key (and every peer token "
         "it issued). A running server on the same data directory stops accepting it within its heartbeat "
-        "interval.")
+        "interval.",
+    )
     revoke.add_argument("key_id", metavar="KEY_ID", help="the key's id, as `keys list` shows it (key_…)")
     revoke.set_defaults(run=revoke_key)
     for command in (create, listing, revoke):
         _add_setting(command, SETTINGS["data_dir"])
 
     where = commands.add_parser(
-        "data-dir", help="show the data directory in use and what it holds",
-        description="Show which data directory the settings name (absolute) and what it holds; "
-        "creates nothing.")
+        "data-dir",
+        help="show the data directory in use and what it holds",
+        description="Show which data directory the settings name (absolute) and what it holds; creates nothing.",
+    )
     _add_setting(where, SETTINGS["data_dir"])
     where.add_argument("--json", action="store_true", help="print a JSON object")
     where.set_defaults(run=show_data_dir)
 
     reference = commands.add_parser(
-        "openapi", help="print the API's OpenAPI 3.1 document",
+        "openapi",
+        help="print the API's OpenAPI 3.1 document",
         description="Print the OpenAPI 3.1 document the service serves at /openapi.json (docs/openapi.json "
-        "in the repository is this output).")
+        "in the repository is this output).",
+    )
     reference.set_defaults(run=print_openapi)
 
     login = commands.add_parser(
@@ -193,9 +220,17 @@ def _announce(settings: Settings) -> None:
     url = settings.base_url
     listen = f"http://{settings.host}:{settings.port}"
     if settings.log_format == "json":
-        logging.getLogger("livesessions").info("livesessions started", extra=context(
-            version=__version__, data_dir=str(data_dir), backend="sqlite", listen=listen, public_url=url,
-            docs=f"{url}/docs"))
+        logging.getLogger("livesessions").info(
+            "livesessions started",
+            extra=context(
+                version=__version__,
+                data_dir=str(data_dir),
+                backend="sqlite",
+                listen=listen,
+                public_url=url,
+                docs=f"{url}/docs",
+            ),
+        )
         return
     lines = [
         f"livesessions {__version__}",
@@ -220,8 +255,11 @@ def _open_store(data_dir: Path) -> Any:
     existed = (data_dir / Settings(data_dir=data_dir).database_path.name).exists()
     print(f"livesessions: data directory {data_dir.resolve()}", file=sys.stderr)
     if not existed:
-        print(f"livesessions: warning: {data_dir.resolve()} held no database and a new one was made there; "
-              "if a server runs elsewhere, give its --data-dir (or LIVESESSIONS_DATA_DIR)", file=sys.stderr)
+        print(
+            f"livesessions: warning: {data_dir.resolve()} held no database and a new one was made there; "
+            "if a server runs elsewhere, give its --data-dir (or LIVESESSIONS_DATA_DIR)",
+            file=sys.stderr,
+        )
     return open_store(Settings(data_dir=data_dir))
 
 
@@ -257,7 +295,7 @@ def create_key(args: argparse.Namespace) -> int:
 def _when(epoch_ms: int | None) -> str:
     if epoch_ms is None:
         return "never"
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def list_keys(args: argparse.Namespace) -> int:
@@ -271,9 +309,20 @@ def list_keys(args: argparse.Namespace) -> int:
     rows = _run_on_store(args.data_dir, work)
     if args.json:
         for project_id, owner, key in rows:
-            print(json.dumps({"id": key.id, "name": key.name, "maskedKey": key.masked_key, "projectId": project_id,
-                              "wallet": owner, "createdAt": key.created_at, "lastUsedAt": key.last_used_at},
-                             ensure_ascii=False))
+            print(
+                json.dumps(
+                    {
+                        "id": key.id,
+                        "name": key.name,
+                        "maskedKey": key.masked_key,
+                        "projectId": project_id,
+                        "wallet": owner,
+                        "createdAt": key.created_at,
+                        "lastUsedAt": key.last_used_at,
+                    },
+                    ensure_ascii=False,
+                )
+            )
         return 0
     if not rows:
         print("no API keys" + (f" for {wallet}" if wallet else ""))
@@ -282,7 +331,7 @@ def list_keys(args: argparse.Namespace) -> int:
     table += [(k.id, k.name, k.masked_key, owner, _when(k.created_at), _when(k.last_used_at)) for _, owner, k in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     return 0
 
 
@@ -308,8 +357,10 @@ def show_data_dir(args: argparse.Namespace) -> int:
         # Read-only: looking must not create or change anything.
         with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
             (version,) = conn.execute("PRAGMA user_version").fetchone()
-            counts = {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608 - fixed names
-                      for table in ("projects", "api_keys", "rooms", "sessions")}
+            counts = {
+                table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                for table in ("projects", "api_keys", "rooms", "sessions")
+            }
         info["database"] = {"path": str(database.resolve()), "schemaVersion": version, **counts}
     lock = path / "livesessions.lock"
     info["server"] = _lock_holder(lock)
@@ -322,8 +373,10 @@ def show_data_dir(args: argparse.Namespace) -> int:
     else:
         db = info["database"]
         print(f"database        {db['path']} (schema version {db['schemaVersion']})")
-        print(f"holds           {db['projects']} projects, {db['api_keys']} API keys, {db['rooms']} rooms, "
-              f"{db['sessions']} sessions")
+        print(
+            f"holds           {db['projects']} projects, {db['api_keys']} API keys, {db['rooms']} rooms, "
+            f"{db['sessions']} sessions"
+        )
     print(f"server          {'running, pid ' + info['server'] if info['server'] else 'not running'}")
     return 0
 

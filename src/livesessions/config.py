@@ -121,7 +121,10 @@ def flag(text: str) -> bool:
 
 
 def setting(
-    default: Any, help: str, parse: Callable[[str], Any] = str, metavar: str | None = None,
+    default: Any,
+    help: str,
+    parse: Callable[[str], Any] = str,
+    metavar: str | None = None,
     name: str | None = None,
 ) -> Any:
     """Declare a setting: `help` may use %(default)s."""
@@ -146,73 +149,110 @@ class Settings:
     data_dir: Path = setting(
         Path("livesessions-data"),
         "where the SQLite database, the token signing key and recordings live (created on first start)",
-        Path, "DIR")
+        Path,
+        "DIR",
+    )
     recordings_path: Path | None = setting(
-        None, "where the built-in recorder writes its files, e.g. on a volume of their own "
-        "(default: DATA_DIR/recordings)", Path, "DIR", name="recordings-dir")
+        None,
+        "where the built-in recorder writes its files, e.g. on a volume of their own (default: DATA_DIR/recordings)",
+        Path,
+        "DIR",
+        name="recordings-dir",
+    )
     host: str = setting("127.0.0.1", "address to listen on", metavar="ADDRESS")
     port: int = setting(8080, "port to listen on", port, "PORT")
     public_url: str | None = setting(
-        None, "the address clients reach the service at: what wallet sign-in messages must name, and the base "
+        None,
+        "the address clients reach the service at: what wallet sign-in messages must name, and the base "
         "of the links it hands out; set it behind a proxy (default: http://HOST:PORT as listened on; never "
-        "taken from request headers)", public_url, "URL")
+        "taken from request headers)",
+        public_url,
+        "URL",
+    )
     trusted_proxies: tuple[str, ...] = setting(
-        (), "comma-separated addresses or networks of reverse proxies whose X-Forwarded-For and "
-        "X-Forwarded-Proto headers are believed (default: none)", address_list, "ADDRESSES")
+        (),
+        "comma-separated addresses or networks of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto headers are believed (default: none)",
+        address_list,
+        "ADDRESSES",
+    )
     grace_period: float = setting(
-        10.0, "a room whose last peer left keeps its session (same sessionId and startTime) if someone rejoins "
-        "within this many seconds", positive, "SECONDS")
+        10.0,
+        "a room whose last peer left keeps its session (same sessionId and startTime) if someone rejoins "
+        "within this many seconds",
+        positive,
+        "SECONDS",
+    )
     ping_interval: float = setting(10.0, "how often peers are pinged", positive, "SECONDS")
     ping_timeout: float = setting(
-        10.0, "a peer that does not answer a ping within this time is removed (so a silent or unreadable "
-        "peer is gone within the interval plus this)", positive, "SECONDS")
+        10.0,
+        "a peer that does not answer a ping within this time is removed (so a silent or unreadable "
+        "peer is gone within the interval plus this)",
+        positive,
+        "SECONDS",
+    )
     heartbeat_interval: float = setting(
-        15.0, "how often live sessions are marked alive in history (after a crash they are closed no earlier "
-        "than this), and keys revoked by another process on the same database are picked up", positive, "SECONDS")
+        15.0,
+        "how often live sessions are marked alive in history (after a crash they are closed no earlier "
+        "than this), and keys revoked by another process on the same database are picked up",
+        positive,
+        "SECONDS",
+    )
     worker_lease: float = setting(
-        30.0, "a media worker silent for this long loses its claimed job to the queue", positive, "SECONDS")
+        30.0, "a media worker silent for this long loses its claimed job to the queue", positive, "SECONDS"
+    )
     download_link_ttl: float = setting(3600.0, "how long a recording's download link works", positive, "SECONDS")
     rate_limit: float = setting(
-        100.0, "requests a second each API key may make on average; 0 turns the limit off", non_negative,
-        "PER_SECOND")
+        100.0, "requests a second each API key may make on average; 0 turns the limit off", non_negative, "PER_SECOND"
+    )
     rate_burst: float = setting(
-        200.0, "how many requests an API key may make at once above its rate", positive, "REQUESTS")
+        200.0, "how many requests an API key may make at once above its rate", positive, "REQUESTS"
+    )
     sign_ins_per_minute: float = setting(
-        20.0, "wallet sign-in attempts allowed per minute, per wallet and per client address", positive, "N")
+        20.0, "wallet sign-in attempts allowed per minute, per wallet and per client address", positive, "N"
+    )
     failed_auths_per_minute: float = setting(
-        60.0, "requests with a wrong API key or account token allowed per minute from one client address, "
-        "then 429", positive, "N")
+        60.0,
+        "requests with a wrong API key or account token allowed per minute from one client address, then 429",
+        positive,
+        "N",
+    )
     siwe_domain: str | None = setting(
-        None, "the domain sign-in messages must name (default: the host and port of the public URL)",
-        metavar="HOST")
-    siwe_uri: str | None = setting(None, "the URI sign-in messages must name (default: the public URL)",
-                                   metavar="URL")
+        None, "the domain sign-in messages must name (default: the host and port of the public URL)", metavar="HOST"
+    )
+    siwe_uri: str | None = setting(None, "the URI sign-in messages must name (default: the public URL)", metavar="URL")
     chain_ids: frozenset[int] = setting(
-        frozenset({1}), "comma-separated chain ids sign-in messages may name (default: 1)", chain_ids, "IDS")
+        frozenset({1}), "comma-separated chain ids sign-in messages may name (default: 1)", chain_ids, "IDS"
+    )
     max_body_bytes: int = setting(64 * 1024, "largest request body accepted (413 past it)", positive_int, "BYTES")
     max_ws_frame_bytes: int = setting(
-        64 * 1024, "largest WebSocket message accepted from a peer (closed with 1009 past it)", positive_int,
-        "BYTES")
+        64 * 1024, "largest WebSocket message accepted from a peer (closed with 1009 past it)", positive_int, "BYTES"
+    )
     peer_message_rate: float = setting(
-        50.0, "messages a second each peer may send over its WebSocket on average", positive, "PER_SECOND")
+        50.0, "messages a second each peer may send over its WebSocket on average", positive, "PER_SECOND"
+    )
     peer_message_burst: float = setting(
-        200.0, "how many messages a peer may send at once above its rate; past that they are dropped, and a "
-        "peer that keeps sending is disconnected with code 4008", positive, "MESSAGES")
+        200.0,
+        "how many messages a peer may send at once above its rate; past that they are dropped, and a "
+        "peer that keeps sending is disconnected with code 4008",
+        positive,
+        "MESSAGES",
+    )
     max_header_bytes: int = setting(
-        16 * 1024, "longest request line plus headers accepted; longer ones get 414 or 431", positive_int,
-        "BYTES")
+        16 * 1024, "longest request line plus headers accepted; longer ones get 414 or 431", positive_int, "BYTES"
+    )
     read_timeout: float = setting(
-        10.0, "a client must send a request's headers within this time, and may not pause longer while "
-        "sending a body", positive, "SECONDS")
+        10.0,
+        "a client must send a request's headers within this time, and may not pause longer while sending a body",
+        positive,
+        "SECONDS",
+    )
     max_connections_per_client: int = setting(
-        256, "open connections allowed from one client address (trusted proxies are exempt); 0: no cap", count,
-        "N")
-    log_level: str = setting("info", "how much the service logs", choice("debug", "info", "warning", "error"),
-                             "LEVEL")
-    log_format: str = setting("text", "text lines, or JSON lines for log shippers", choice("text", "json"),
-                              "FORMAT")
-    access_log: bool = setting(False, "log every HTTP request (off by default: it costs throughput)", flag,
-                               "yes|no")
+        256, "open connections allowed from one client address (trusted proxies are exempt); 0: no cap", count, "N"
+    )
+    log_level: str = setting("info", "how much the service logs", choice("debug", "info", "warning", "error"), "LEVEL")
+    log_format: str = setting("text", "text lines, or JSON lines for log shippers", choice("text", "json"), "FORMAT")
+    access_log: bool = setting(False, "log every HTTP request (off by default: it costs throughput)", flag, "yes|no")
 
     @property
     def base_url(self) -> str:
@@ -248,15 +288,17 @@ def declared() -> list[Setting]:
     found = []
     for item in fields(Settings):
         flag_name = item.metadata["name"] or item.name.replace("_", "-")
-        found.append(Setting(
-            attr=item.name,
-            flag="--" + flag_name,
-            env=ENV_PREFIX + flag_name.replace("-", "_").upper(),
-            default=item.default,
-            help=item.metadata["help"],
-            parse=item.metadata["parse"],
-            metavar=item.metadata["metavar"],
-        ))
+        found.append(
+            Setting(
+                attr=item.name,
+                flag="--" + flag_name,
+                env=ENV_PREFIX + flag_name.replace("-", "_").upper(),
+                default=item.default,
+                help=item.metadata["help"],
+                parse=item.metadata["parse"],
+                metavar=item.metadata["metavar"],
+            )
+        )
     return found
 
 

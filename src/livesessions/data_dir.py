@@ -25,7 +25,7 @@ def lock_data_dir(data_dir: Path) -> IO[str]:
     """Lock `data_dir` for this process; keep the returned file open while serving."""
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / LOCK_FILE
-    handle = open(path, "a+")
+    handle = open(path, "a+")  # noqa: SIM115 - held open for the life of the process: that is the lock
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

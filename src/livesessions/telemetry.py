@@ -20,7 +20,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 # `*_created` timestamps double the series and say nothing a scraper needs.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -34,28 +34,42 @@ class Telemetry:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.live_rooms = Gauge("livesessions_live_rooms", "Rooms with at least one peer now.", registry=registry)
         self.peers = Gauge("livesessions_peers", "Peers connected now (bots not counted).", registry=registry)
-        self.joins = Counter("livesessions_joins", "Peers admitted to a room (bots included).", ["role"],
-                             registry=registry)
+        self.joins = Counter(
+            "livesessions_joins", "Peers admitted to a room (bots included).", ["role"], registry=registry
+        )
         self.leaves = Counter("livesessions_leaves", "Members that left a room (bots included).", registry=registry)
-        self.refusals = Counter("livesessions_join_refusals", "WebSocket joins refused, by reason.", ["reason"],
-                                registry=registry)
-        self.disconnects = Counter("livesessions_peer_disconnects",
-                                   "Peers cut off by the server, by reason (too slow, too fast).", ["reason"],
-                                   registry=registry)
-        self.ws_messages = Counter("livesessions_websocket_messages", "WebSocket messages, by direction.",
-                                   ["direction"], registry=registry)
-        self.http_requests = Histogram("livesessions_http_request_duration_seconds",
-                                       "HTTP requests by route and status, and how long they took.",
-                                       ["method", "route", "status"], buckets=_HTTP_BUCKETS, registry=registry)
-        self.write_queue = Gauge("livesessions_write_queue_depth",
-                                 "Database writes queued and not yet committed.", registry=registry)
-        self.commits = Histogram("livesessions_commit_duration_seconds",
-                                 "Database commits (each a batch of queued writes) and how long they took.",
-                                 buckets=_COMMIT_BUCKETS, registry=registry)
-        self.recordings_active = Gauge("livesessions_egress_active", "Recordings and livestreams going on now.",
-                                       ["type"], registry=registry)
-        self.sign_ins = Counter("livesessions_sign_ins", "Wallet sign-ins, by outcome.", ["outcome"],
-                                registry=registry)
+        self.refusals = Counter(
+            "livesessions_join_refusals", "WebSocket joins refused, by reason.", ["reason"], registry=registry
+        )
+        self.disconnects = Counter(
+            "livesessions_peer_disconnects",
+            "Peers cut off by the server, by reason (too slow, too fast).",
+            ["reason"],
+            registry=registry,
+        )
+        self.ws_messages = Counter(
+            "livesessions_websocket_messages", "WebSocket messages, by direction.", ["direction"], registry=registry
+        )
+        self.http_requests = Histogram(
+            "livesessions_http_request_duration_seconds",
+            "HTTP requests by route and status, and how long they took.",
+            ["method", "route", "status"],
+            buckets=_HTTP_BUCKETS,
+            registry=registry,
+        )
+        self.write_queue = Gauge(
+            "livesessions_write_queue_depth", "Database writes queued and not yet committed.", registry=registry
+        )
+        self.commits = Histogram(
+            "livesessions_commit_duration_seconds",
+            "Database commits (each a batch of queued writes) and how long they took.",
+            buckets=_COMMIT_BUCKETS,
+            registry=registry,
+        )
+        self.recordings_active = Gauge(
+            "livesessions_egress_active", "Recordings and livestreams going on now.", ["type"], registry=registry
+        )
+        self.sign_ins = Counter("livesessions_sign_ins", "Wallet sign-ins, by outcome.", ["outcome"], registry=registry)
         self.ws_in = self.ws_messages.labels("in")
         self.ws_out = self.ws_messages.labels("out")
         # Brought up to date just before each scrape (see `render`).

@@ -13,8 +13,8 @@ import secrets
 from dataclasses import dataclass
 
 from livesessions.clock import Clock
-from livesessions.logs import context
 from livesessions.domain.records import ApiKeyRecord
+from livesessions.logs import context
 from livesessions.stores.base import Store
 
 log = logging.getLogger(__name__)

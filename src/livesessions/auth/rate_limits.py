@@ -34,7 +34,8 @@ class RateLimiter:
     def _forget_full(self, now: float) -> None:
         """Drop buckets that have refilled: they hold nothing worth keeping."""
         self._buckets = {
-            key: (tokens, at) for key, (tokens, at) in self._buckets.items()
+            key: (tokens, at)
+            for key, (tokens, at) in self._buckets.items()
             if tokens + (now - at) * self.rate < self.burst
         }
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from eth_utils import is_checksum_address, to_checksum_address
+from eth_utils.address import is_checksum_address, to_checksum_address
 
 from livesessions.digits import parse_decimal
 
-_HEADER = re.compile(r"^(?:(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://)?(?P<domain>[^\s/]+) wants you to sign in with your Ethereum account:$")
+_HEADER = re.compile(
+    r"^(?:(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://)?(?P<domain>[^\s/]+) wants you to sign in with your Ethereum account:$"
+)
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _NONCE = re.compile(r"^[a-zA-Z0-9]{8,}$")
 _SIGNATURE = re.compile(r"^0x[0-9a-fA-F]{130}$")
@@ -67,8 +69,11 @@ class SiweMessage:
             f"Nonce: {self.nonce}",
             f"Issued At: {self.issued_at}",
         ]
-        for label, value in (("Expiration Time", self.expiration_time), ("Not Before", self.not_before),
-                             ("Request ID", self.request_id)):
+        for label, value in (
+            ("Expiration Time", self.expiration_time),
+            ("Not Before", self.not_before),
+            ("Request ID", self.request_id),
+        ):
             if value is not None:
                 lines.append(f"{label}: {value}")
         if self.resources:
@@ -83,7 +88,10 @@ def parse_message(text: str) -> SiweMessage:
         raise SiweError("not an EIP-4361 message: too short")
     header = _HEADER.match(lines[0])
     if header is None:
-        raise SiweError("not an EIP-4361 message: the first line must be '<domain> wants you to sign in with your Ethereum account:'")
+        raise SiweError(
+            "not an EIP-4361 message: the first line must be "
+            "'<domain> wants you to sign in with your Ethereum account:'"
+        )
     address = lines[1]
     if not _ADDRESS.match(address):
         raise SiweError("the second line must be an Ethereum address (0x and 40 hex digits)")
@@ -155,7 +163,7 @@ def parse_time(value: str) -> int:
 
 
 def format_time(epoch_ms: int) -> str:
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -164,7 +172,8 @@ def recover_signer(text: str, signature: str) -> str:
     if not _SIGNATURE.match(signature):
         raise SiweError("the signature must be 0x and 130 hex digits (65 bytes)")
     try:
-        return Account.recover_message(encode_defunct(text=text), signature=signature)
+        signer: str = Account.recover_message(encode_defunct(text=text), signature=signature)
+        return signer
     except Exception as exc:  # noqa: BLE001 - any failure to recover is a bad signature
         raise SiweError(f"the signature cannot be recovered: {exc}") from None
 

@@ -32,7 +32,8 @@ def _call(method: str, url: str, body: dict[str, Any] | None = None, token: str 
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read() or b"{}")
+            answer: dict[str, Any] = json.loads(response.read() or b"{}")
+            return answer
     except urllib.error.HTTPError as exc:
         try:
             message = json.loads(exc.read()).get("message", exc.reason)
@@ -56,10 +57,17 @@ def login(base_url: str, private_key: str, chain_id: int, key_name: str) -> dict
         raise LoginError(f"--url must be an http(s) address, not {base_url!r}")
     nonce = _call("GET", f"{base}/api/v2/auth/nonce")["nonce"]
     message = SiweMessage(
-        domain=parts.netloc, address=account.address, statement=STATEMENT, uri=f"{parts.scheme}://{parts.netloc}",
-        chain_id=chain_id, nonce=nonce, issued_at=format_time(now_ms()),
+        domain=parts.netloc,
+        address=account.address,
+        statement=STATEMENT,
+        uri=f"{parts.scheme}://{parts.netloc}",
+        chain_id=chain_id,
+        nonce=nonce,
+        issued_at=format_time(now_ms()),
     ).text()
-    signature = "0x" + Account.sign_message(encode_defunct(text=message), account.key).signature.hex().removeprefix("0x")
+    signature = "0x" + Account.sign_message(encode_defunct(text=message), account.key).signature.hex().removeprefix(
+        "0x"
+    )
     answer = _call("POST", f"{base}/api/v2/auth/verify", {"message": message, "signature": signature})
     if "apiKey" not in answer:
         created = _call("POST", f"{base}/api/v2/keys", {"name": key_name}, token=answer["token"])

@@ -65,8 +65,13 @@ class WalletSignIn:
         """The message a wallet at `address` should sign, for clients that would
         rather not build it (a browser page has no EIP-55 checksum at hand)."""
         return SiweMessage(
-            domain=self.policy.domain, address=address, statement=STATEMENT, uri=self.policy.uri, chain_id=chain_id,
-            nonce=nonce, issued_at=format_time(self.clock()),
+            domain=self.policy.domain,
+            address=address,
+            statement=STATEMENT,
+            uri=self.policy.uri,
+            chain_id=chain_id,
+            nonce=nonce,
+            issued_at=format_time(self.clock()),
         ).text()
 
     async def verify(self, text: str, signature: str) -> tuple[AccountSession, str, str | None]:
@@ -78,8 +83,9 @@ class WalletSignIn:
             log.info("sign-in refused", extra=context(reason=exc.message))
             raise
         self.telemetry.sign_ins.labels("first" if api_key else "succeeded").inc()
-        log.info("signed in", extra=context(project=session.project_id, address=session.address,
-                                            first=api_key is not None))
+        log.info(
+            "signed in", extra=context(project=session.project_id, address=session.address, first=api_key is not None)
+        )
         return session, token, api_key
 
     async def _verify(self, text: str, signature: str) -> tuple[AccountSession, str, str | None]:

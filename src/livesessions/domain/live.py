@@ -96,5 +96,3 @@ class LeaveOutcome:
     # True when this leave took the last non-bot peer out: the room stops being
     # listed now, and the session ends unless someone rejoins within grace.
     room_emptied: bool
-
-

@@ -49,8 +49,12 @@ class SessionKeeper:
             assert outcome.session_id is not None
             peer = admission.peer
             if outcome.started_session:
-                log.info("session started", extra=context(
-                    project=key.project_id, room=key.room_id, session=outcome.session_id, peer=peer.peer_id))
+                log.info(
+                    "session started",
+                    extra=context(
+                        project=key.project_id, room=key.room_id, session=outcome.session_id, peer=peer.peer_id
+                    ),
+                )
             writes.append(
                 self.store.record_join(
                     key.project_id,
@@ -65,14 +69,18 @@ class SessionKeeper:
             )
         return outcome, _all(writes)
 
-    async def leave(self, key: RoomKey, peer_id: str, connection_id: str) -> tuple[LeaveOutcome | None, Awaitable[None]]:
+    async def leave(
+        self, key: RoomKey, peer_id: str, connection_id: str
+    ) -> tuple[LeaveOutcome | None, Awaitable[None]]:
         now = self.clock()
         outcome = await self.presence.leave(key, peer_id, connection_id, now)
         if outcome is None or outcome.was_bot or outcome.session_id is None:
             return outcome, _all([])
         return outcome, self.store.record_exit(outcome.session_id, peer_id, now)
 
-    async def update_metadata(self, key: RoomKey, peer_id: str, connection_id: str, metadata: str, is_bot: bool) -> tuple[bool, Awaitable[None]]:
+    async def update_metadata(
+        self, key: RoomKey, peer_id: str, connection_id: str, metadata: str, is_bot: bool
+    ) -> tuple[bool, Awaitable[None]]:
         changed = await self.presence.update_metadata(key, peer_id, connection_id, metadata)
         session_id = await self.presence.session_of(key)
         if not changed or is_bot or session_id is None:
@@ -94,7 +102,7 @@ class SessionKeeper:
             for listener in self.session_end_listeners:
                 try:
                     await listener(session)
-                except Exception:  # noqa: BLE001 - one listener must not stop the others
+                except Exception:
                     log.exception("session end listener failed for %s", session.session_id)
 
     async def heartbeat(self) -> None:
@@ -105,6 +113,12 @@ class SessionKeeper:
 
 
 def _log_ended(session: EndedSession) -> None:
-    log.info("session ended", extra=context(
-        project=session.key.project_id, room=session.key.room_id, session=session.session_id,
-        end_time=session.end_time))
+    log.info(
+        "session ended",
+        extra=context(
+            project=session.key.project_id,
+            room=session.key.room_id,
+            session=session.session_id,
+            end_time=session.end_time,
+        ),
+    )

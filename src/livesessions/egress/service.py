@@ -21,16 +21,16 @@ from pathlib import Path
 
 from livesessions.auth.peer_tokens import InvalidPeerToken, PeerTokenSigner
 from livesessions.clock import Clock
-from livesessions.domain.egress import EgressJob, EgressType
+from livesessions.domain.egress import EGRESS_TYPES, EgressJob, EgressType
 from livesessions.domain.errors import Conflict, NotFound, Unauthorized
 from livesessions.domain.live import Admission, EndedSession, PeerPresence, RoomKey
 from livesessions.domain.permissions import BOT_ROLE, resolve_permissions
 from livesessions.egress import timeline
 from livesessions.egress.livestream import Broadcast
 from livesessions.egress.timeline import TimelineFile
+from livesessions.logs import context
 from livesessions.realtime.hub import Connection
 from livesessions.realtime.membership import Membership
-from livesessions.logs import context
 from livesessions.realtime.protocol import CloseCode
 from livesessions.stores.base import Presence, Store
 
@@ -151,13 +151,14 @@ class EgressService:
         self._active[(key, kind)] = ActiveJob(job, connection, timeline_file, broadcast)
         _, persisted = await self.membership.enter(connection, admission)
         await persisted
-        log.info(f"{kind} started", extra=context(
-            project=key.project_id, room=key.room_id, session=session_id, job=job.id))
+        log.info(
+            f"{kind} started", extra=context(project=key.project_id, room=key.room_id, session=session_id, job=job.id)
+        )
         return job
 
     async def stop(self, project_id: str, room_id: str, kind: EgressType | None) -> EgressJob:
         key = RoomKey(project_id, room_id)
-        kinds = [kind] if kind else ["recording", "livestream"]
+        kinds: list[EgressType] = [kind] if kind else list(EGRESS_TYPES)
         running = [self._active[(key, k)] for k in kinds if self._active.get((key, k)) is not None]
         if not running:
             what = kind or "recording or livestream"
@@ -206,15 +207,18 @@ class EgressService:
             job.failed_reason = active.timeline.failed_reason
             job.failed_at = active.timeline.failed_at
             # Once per job (here, where every failure ends up); no tokens in it.
-            log.error("recording failed and was stopped", extra=context(
-                project=key.project_id, room=key.room_id, job=job.id, reason=job.failed_reason))
+            log.error(
+                "recording failed and was stopped",
+                extra=context(project=key.project_id, room=key.room_id, job=job.id, reason=job.failed_reason),
+            )
         await self.store.stop_egress_job(job.id, now, size, job.failed_reason, job.failed_at)
         job.active = False
         job.stopped_at = now
         job.size = size
         if job.failed_reason is None:
-            log.info(f"{job.type} stopped", extra=context(
-                project=key.project_id, room=key.room_id, job=job.id, size=size))
+            log.info(
+                f"{job.type} stopped", extra=context(project=key.project_id, room=key.room_id, job=job.id, size=size)
+            )
         return job
 
     async def session_ended(self, ended: EndedSession) -> None:
@@ -244,8 +248,13 @@ class EgressService:
                     # Unreadable: the job is still finalized, as failed and
                     # empty; the service must start all the same.
                     failed = timeline.describe(exc, "the recording could not be read back after a restart")
-                    log.error("recording %s of room %s (project %s) could not be recovered: %s",
-                              job.id, job.room_id, job.project_id, exc)
+                    log.error(
+                        "recording %s of room %s (project %s) could not be recovered: %s",
+                        job.id,
+                        job.room_id,
+                        job.project_id,
+                        exc,
+                    )
             ended_at = await self.store.session_end_time(job.session_id)
             stopped_at = max(job.started_at, written_at or ended_at or job.started_at)
             await self.store.stop_egress_job(job.id, stopped_at, size, failed, stopped_at if failed else None)
@@ -257,17 +266,25 @@ class EgressService:
         now = self.clock()
         return _worker_result(
             await self.store.update_media(
-                project_id, job_id, worker_id, now,
+                project_id,
+                job_id,
+                worker_id,
+                now,
                 {"media_status": "claimed", "worker_id": worker_id, "lease_expires_at": now + self.worker_lease_ms},
                 claim=True,
             )
         )
 
-    async def progress(self, project_id: str, job_id: str, worker_id: str, percent: int, message: str | None) -> EgressJob:
+    async def progress(
+        self, project_id: str, job_id: str, worker_id: str, percent: int, message: str | None
+    ) -> EgressJob:
         now = self.clock()
         return _worker_result(
             await self.store.update_media(
-                project_id, job_id, worker_id, now,
+                project_id,
+                job_id,
+                worker_id,
+                now,
                 {"progress": percent, "progress_message": message, "lease_expires_at": now + self.worker_lease_ms},
             )
         )
@@ -275,9 +292,17 @@ class EgressService:
     async def complete(self, project_id: str, job_id: str, worker_id: str, location: str, size: int) -> EgressJob:
         return _worker_result(
             await self.store.update_media(
-                project_id, job_id, worker_id, self.clock(),
-                {"media_status": "completed", "progress": 100, "media_location": location, "media_size": size,
-                 "lease_expires_at": None},
+                project_id,
+                job_id,
+                worker_id,
+                self.clock(),
+                {
+                    "media_status": "completed",
+                    "progress": 100,
+                    "media_location": location,
+                    "media_size": size,
+                    "lease_expires_at": None,
+                },
             )
         )
 
@@ -298,4 +323,3 @@ def _worker_result(result: EgressJob | str) -> EgressJob:
         "taken": Conflict("the job is claimed by another worker, finished, or no longer claimable"),
         "not-claimed": Conflict("this worker does not hold the job (its lease may have run out)"),
     }[result]
-

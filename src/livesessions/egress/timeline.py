@@ -97,7 +97,7 @@ class TimelineFile:
         try:
             # shield: a stop that gives up waiting leaves the writer be.
             await asyncio.wait_for(asyncio.shield(self._written), CLOSE_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._fail(f"the recording storage did not finish writing within {CLOSE_TIMEOUT_S:g} s")
         return self.size
 
@@ -208,7 +208,6 @@ def recover(path: Path) -> tuple[int, int | None]:
                 break
             position = start
     if whole != end:
-        with contextlib.suppress(OSError):
-            with open(path, "r+b") as writable:
-                writable.truncate(whole)
+        with contextlib.suppress(OSError), open(path, "r+b") as writable:
+            writable.truncate(whole)
     return whole, stat.st_mtime_ns // 1_000_000

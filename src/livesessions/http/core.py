@@ -17,7 +17,7 @@ import msgspec
 
 from livesessions.digits import parse_decimal
 from livesessions.http.errors import ROUTE_NOT_FOUND, Abort, method_not_allowed, refusal
-from livesessions.http.responses import Receive, Response
+from livesessions.http.responses import Receive
 from livesessions.http.validation import ValidationFailed, issue_from_msgspec
 
 Auth = Literal["api_key", "account", "none"]
@@ -29,7 +29,7 @@ class ClientDisconnected(Exception):
 
 
 class Request:
-    __slots__ = ("scope", "_receive", "path_params", "project_id", "key_id", "account", "_query", "max_body")
+    __slots__ = ("_query", "_receive", "account", "key_id", "max_body", "path_params", "project_id", "scope")
 
     def __init__(self, scope: dict[str, Any], receive: Receive, max_body: int) -> None:
         self.scope = scope
@@ -178,9 +178,7 @@ class Router:
 
 def _path_regex(pattern: str) -> re.Pattern[str]:
     """`/a/{name}/b` matches `/a/<one non-empty segment>/b`, captured as `name`."""
-    parts = [
-        f"(?P<{part[1:-1]}>[^/]+)" if part.startswith("{") else re.escape(part) for part in pattern.split("/")
-    ]
+    parts = [f"(?P<{part[1:-1]}>[^/]+)" if part.startswith("{") else re.escape(part) for part in pattern.split("/")]
     return re.compile("/".join(parts))
 
 

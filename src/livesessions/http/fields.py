@@ -12,8 +12,11 @@ EpochMillis = Annotated[int, msgspec.Meta(ge=0, description="A time, in millisec
 Count = Annotated[int, msgspec.Meta(ge=0)]
 RoomId = Annotated[
     str,
-    msgspec.Meta(pattern=r"^[a-z]{3}-[a-z]{4}-[a-z]{3}$", examples=["abc-defg-hij"],
-                 description="A room id as the service hands them out."),
+    msgspec.Meta(
+        pattern=r"^[a-z]{3}-[a-z]{4}-[a-z]{3}$",
+        examples=["abc-defg-hij"],
+        description="A room id as the service hands them out.",
+    ),
 ]
 # A room id a client sends: anything else than one of the project's rooms is
 # answered as an unknown room (a 404), never as invalid.
@@ -24,7 +27,9 @@ RoomMetadata = Annotated[
 ]
 RoomMetadataInput = Annotated[
     str | dict[str, Any],
-    msgspec.Meta(description="Room metadata as a JSON object, or a string holding one (as the official SDK sends "
-                 f"it). Stored as the object; at most {MAX_ROOM_METADATA_BYTES} bytes as JSON. A string that is "
-                 "not a JSON object, or anything larger, is a 400 validation failure."),
+    msgspec.Meta(
+        description="Room metadata as a JSON object, or a string holding one (as the official SDK sends "
+        f"it). Stored as the object; at most {MAX_ROOM_METADATA_BYTES} bytes as JSON. A string that is "
+        "not a JSON object, or anything larger, is a 400 validation failure."
+    ),
 ]

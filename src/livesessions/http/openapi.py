@@ -87,26 +87,40 @@ TAGS = (
     ("meta", "The service itself."),
 )
 
-RETRY_AFTER = {"description": "Seconds to wait.", "required": True,
-               "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"}}
+RETRY_AFTER = {
+    "description": "Seconds to wait.",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+}
 
 # Answers that operations share, by name (components/responses), and when
 # each applies: added by `_answers` to every operation they concern.
 BAD_QUERY = Reply("A required query parameter is missing or one is out of range.", ValidationError)
-BAD_BODY = Reply("The body failed validation, is not JSON, or (where a body is required) is empty.",
-                 ValidationError | ErrorMessage)
-BAD_QUERY_OR_BODY = Reply("A query parameter or the body is invalid, or the body is not JSON or is missing.",
-                          ValidationError | ErrorMessage)
+BAD_BODY = Reply(
+    "The body failed validation, is not JSON, or (where a body is required) is empty.", ValidationError | ErrorMessage
+)
+BAD_QUERY_OR_BODY = Reply(
+    "A query parameter or the body is invalid, or the body is not JSON or is missing.", ValidationError | ErrorMessage
+)
 TOO_LARGE = Reply(f"The body is larger than {MAX_BODY_BYTES} bytes.", ErrorMessage)
 NOT_JSON = Reply("A body was sent without `Content-Type: application/json`.", ErrorMessage)
 NO_API_KEY = Reply("Missing or unknown `x-api-key`.", BadApiKey)
-TOO_MANY = Reply("The API key made more requests than its rate limit allows; retry after `Retry-After` seconds.",
-                 ErrorMessage, headers={"Retry-After": RETRY_AFTER})
-SIGN_IN = Reply("No valid account session: sign in with a wallet first.", SignInFirst,
-                headers={"WWW-Authenticate": {"required": True, "schema": {"const": "Bearer"}}})
+TOO_MANY = Reply(
+    "The API key made more requests than its rate limit allows; retry after `Retry-After` seconds.",
+    ErrorMessage,
+    headers={"Retry-After": RETRY_AFTER},
+)
+SIGN_IN = Reply(
+    "No valid account session: sign in with a wallet first.",
+    SignInFirst,
+    headers={"WWW-Authenticate": {"required": True, "schema": {"const": "Bearer"}}},
+)
 NO_ROUTE = Reply("No route has this path (a path parameter holding a `/` changes the path's shape).", RouteNotFound)
-NOT_ALLOWED = Reply("The path exists, but not with this method.", MethodNotAllowed,
-                    headers={"Allow": {"description": "The methods the path has.", "schema": {"type": "string"}}})
+NOT_ALLOWED = Reply(
+    "The path exists, but not with this method.",
+    MethodNotAllowed,
+    headers={"Allow": {"description": "The methods the path has.", "schema": {"type": "string"}}},
+)
 SHARED = {
     "BadQuery": BAD_QUERY,
     "BadBody": BAD_BODY,
@@ -169,9 +183,7 @@ class _Schemas:
     is one component, referred to wherever it is used."""
 
     def __init__(self, types: list[Any]) -> None:
-        generated, self.components = msgspec.json.schema_components(
-            types, ref_template="#/components/schemas/{name}"
-        )
+        generated, self.components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
         self._by_type: dict[Any, Document] = dict(zip(types, generated, strict=True))
 
     def of(self, kind: Any) -> Document:
@@ -200,7 +212,9 @@ def _body_types(operations: Iterable[Operation]) -> list[Any]:
 
 def _operation(operation: Operation, schemas: _Schemas) -> Document:
     schemes: dict[str, list[Document]] = {
-        "api_key": [{API_KEY_SCHEME: []}], "account": [{ACCOUNT_SCHEME: []}], "none": []
+        "api_key": [{API_KEY_SCHEME: []}],
+        "account": [{ACCOUNT_SCHEME: []}],
+        "none": [],
     }
     security = schemes[operation.auth]
     document: Document = {
@@ -212,21 +226,27 @@ def _operation(operation: Operation, schemas: _Schemas) -> Document:
     }
     if operation.description:
         document["description"] = operation.description
-    parameters = [*_path_parameters(operation), *(param.document() for param in operation.query),
-                  *operation.headers]
+    parameters = [*_path_parameters(operation), *(param.document() for param in operation.query), *operation.headers]
     if parameters:
         document["parameters"] = parameters
     if operation.body is not None:
-        document["requestBody"] = {"required": operation.body_required,
-                                   "content": {JSON: {"schema": schemas.of(operation.body)}}}
+        document["requestBody"] = {
+            "required": operation.body_required,
+            "content": {JSON: {"schema": schemas.of(operation.body)}},
+        }
     return document
 
 
 def _answers(operation: Operation, schemas: _Schemas) -> Document:
     """The operation's own answers, and those it gives by what it takes
     (a query, a body, path parameters) and who may call it."""
-    success = Reply(operation.answer.description, operation.returns, operation.answer.media_types,
-                    operation.answer.headers, operation.answer.links)
+    success = Reply(
+        operation.answer.description,
+        operation.returns,
+        operation.answer.media_types,
+        operation.answer.headers,
+        operation.answer.links,
+    )
     answers: dict[int, Reply] = {operation.status: success, **operation.errors}
     implied: dict[int, Reply] = {}
     if operation.query and operation.body is not None:
@@ -253,8 +273,9 @@ def _answers(operation: Operation, schemas: _Schemas) -> Document:
 def _merge(own: Reply, implied: Reply) -> Reply:
     """An operation's own answer with a status, widened by what every such
     operation may also answer with it."""
-    return Reply(own.description, _union(own.body, implied.body), own.media_types,
-                 {**implied.headers, **own.headers}, own.links)
+    return Reply(
+        own.description, _union(own.body, implied.body), own.media_types, {**implied.headers, **own.headers}, own.links
+    )
 
 
 def _union(first: Any, second: Any) -> Any:

@@ -29,8 +29,14 @@ class RequiredText:
 
     def document(self) -> Document:
         example = {"example": self.example} if self.example else {}
-        return {"name": self.name, "in": "query", "required": True, "description": self.description,
-                "schema": {"type": "string", "minLength": 1}, **example}
+        return {
+            "name": self.name,
+            "in": "query",
+            "required": True,
+            "description": self.description,
+            "schema": {"type": "string", "minLength": 1},
+            **example,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +111,13 @@ class Choice:
         return value
 
     def document(self) -> Document:
-        return {"name": self.name, "in": "query", "required": False, "description": self.description,
-                "schema": {"enum": list(self.choices), "default": self.default}}
+        return {
+            "name": self.name,
+            "in": "query",
+            "required": False,
+            "description": self.description,
+            "schema": {"enum": list(self.choices), "default": self.default},
+        }
 
 
 QueryParam = RequiredText | OptionalText | Integer | OptionalInteger | Choice
@@ -119,13 +130,26 @@ def _integer(request: Request, name: str, minimum: int, maximum: int) -> int | N
     value = parse_decimal(raw)
     if value is None or not minimum <= value <= maximum:
         raise ValidationFailed(
-            [issue([name], f"{name} must be an integer from {minimum} to {maximum}", "invalid_type", "integer",
-                   raw[:32])]
+            [
+                issue(
+                    [name],
+                    f"{name} must be an integer from {minimum} to {maximum}",
+                    "invalid_type",
+                    "integer",
+                    raw[:32],
+                )
+            ]
         )
     return value
 
 
 def _optional(name: str, description: str, schema: Document) -> Document:
     # allowEmptyValue: `?limit=` is accepted, as if the parameter were not given.
-    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema,
-            "allowEmptyValue": True}
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+        "allowEmptyValue": True,
+    }

@@ -164,7 +164,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         # shorter of the two timeouts; see timeout_keep_alive_handler) until
         # the next request's headers are complete, not just until their first
         # byte. Still one timer per request, as in uvicorn.
-        self.timeout_keep_alive = min(self.timeout_keep_alive, self._read_timeout)
+        # uvicorn annotates it as int; asyncio timers take any number of seconds.
+        self.timeout_keep_alive = min(self.timeout_keep_alive, self._read_timeout)  # type: ignore[assignment]
         # Where the parser is: reading a request's head (request line and
         # headers), or between head and end of a message (a body).
         self._in_head = True
@@ -216,10 +217,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             # While in a head, up to the limit; in a body, in limit-sized
             # pieces, so a pipelined head that starts inside one is bounded.
             room = limit - self._head_bytes if self._in_head else limit
+            piece: bytes | memoryview
             if len(view) > room:
-                if not isinstance(view, memoryview):
-                    view = memoryview(view)
-                piece, view = view[:room], view[room:]
+                whole = view if isinstance(view, memoryview) else memoryview(view)
+                piece, view = whole[:room], whole[room:]
             else:
                 piece, view = view, b""
             try:
@@ -398,12 +399,16 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             content.extend([name, b": ", value, b"\r\n"])
-        content.extend([
-            b"content-type: application/json\r\n",
-            b"content-length: ", str(len(body)).encode(), b"\r\n",
-            b"connection: close\r\n\r\n",
-            body,
-        ])
+        content.extend(
+            [
+                b"content-type: application/json\r\n",
+                b"content-length: ",
+                str(len(body)).encode(),
+                b"\r\n",
+                b"connection: close\r\n\r\n",
+                body,
+            ]
+        )
         self.transport.write(b"".join(content))
         _close_soon(self.transport)
 
@@ -523,7 +528,7 @@ class LimitedWebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 def _client(client: tuple[str, int] | None) -> str:
-    return "%s:%d" % client if client else "-"
+    return f"{client[0]}:{client[1]}" if client else "-"
 
 
 def protocol_classes(settings: Settings) -> tuple[type[LimitedHttpProtocol], type[LimitedWebSocketProtocol]]:

@@ -20,7 +20,7 @@ encode = msgspec.json.Encoder().encode
 
 
 class Response:
-    __slots__ = ("status", "body", "headers", "content_type")
+    __slots__ = ("body", "content_type", "headers", "status")
 
     def __init__(self, status: int, body: bytes, headers: Headers | None = None, content_type: bytes = JSON) -> None:
         self.status = status

@@ -102,8 +102,13 @@ def build_router(operations: tuple[Operation, ...], dependencies: Mapping[str, o
     router = Router()
     for operation in operations:
         prepared = _is_response(_hints(operation.handler)["return"])
-        router.add(operation.method, operation.path, _endpoint(operation, dependencies), operation.auth,
-                   None if prepared else operation.status)
+        router.add(
+            operation.method,
+            operation.path,
+            _endpoint(operation, dependencies),
+            operation.auth,
+            None if prepared else operation.status,
+        )
     return router
 
 

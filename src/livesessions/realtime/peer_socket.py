@@ -21,11 +21,11 @@ from livesessions.auth.api_keys import ApiKeys
 from livesessions.auth.peer_tokens import InvalidPeerToken, PeerClaims, PeerTokenSigner
 from livesessions.clock import Clock
 from livesessions.domain.live import Admission, PeerPresence, RoomKey
-from livesessions.domain.sessions import SessionKeeper
 from livesessions.domain.metadata import MetadataError, peer_metadata_text
+from livesessions.domain.sessions import SessionKeeper
 from livesessions.logs import context
-from livesessions.realtime.hub import Close, Connection
 from livesessions.realtime import protocol
+from livesessions.realtime.hub import Close, Connection
 from livesessions.realtime.membership import Membership
 from livesessions.realtime.protocol import REFUSAL_CLOSE, CloseCode
 from livesessions.realtime.throttle import Throttle, Verdict
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
 
 def _error(message: str) -> bytes:
     return protocol.encode(protocol.Error(message))
@@ -76,9 +77,7 @@ class PeerSocket:
             return await _close(send, CloseCode.BAD_TOKEN, f"invalid peer token: {exc}"[:120])
         if not await self.api_keys.is_active(claims.key_id):
             self._refused("revoked-key", scope, claims)
-            return await _close(
-                send, CloseCode.BAD_TOKEN, "invalid peer token: the API key that issued it was revoked"
-            )
+            return await _close(send, CloseCode.BAD_TOKEN, "invalid peer token: the API key that issued it was revoked")
         room = await self.store.get_room(claims.project_id, claims.room_id)
         if room is None:
             self._refused("room-not-found", scope, claims)
@@ -87,7 +86,9 @@ class PeerSocket:
         key = RoomKey(claims.project_id, claims.room_id)
         connection = Connection(key=key, peer_id=claims.peer_id, role=claims.role, permissions=claims.permissions)
         admission = Admission(
-            peer=PeerPresence(peer_id=claims.peer_id, role=claims.role, metadata=claims.metadata, join_time=self.clock()),
+            peer=PeerPresence(
+                peer_id=claims.peer_id, role=claims.role, metadata=claims.metadata, join_time=self.clock()
+            ),
             permissions=claims.permissions,
             connection_id=connection.id,
             room_locked=room.room_locked,
@@ -106,7 +107,7 @@ class PeerSocket:
             await persisted
             writer = asyncio.create_task(_drain(connection, send, self.telemetry.ws_out))
             await self._receive_loop(connection, receive)
-        except Exception:  # noqa: BLE001 - one peer's failure must not spread
+        except Exception:
             log.exception("peer connection failed")
             connection.close(CloseCode.INTERNAL, "internal error")
         finally:
@@ -115,27 +116,39 @@ class PeerSocket:
                 connection.close(CloseCode.NORMAL, "")
                 try:
                     await asyncio.wait_for(writer, timeout=2)
-                except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - the socket is gone
+                except (TimeoutError, Exception):  # noqa: BLE001 - the socket is gone
                     writer.cancel()
             else:
                 with contextlib.suppress(Exception):  # the client may be gone already
                     await _close(send, CloseCode.INTERNAL, "could not record the join")
 
-    def _refused(self, reason: str, scope: dict[str, Any], claims: PeerClaims | None = None,
-                 detail: str | None = None) -> None:
+    def _refused(
+        self, reason: str, scope: dict[str, Any], claims: PeerClaims | None = None, detail: str | None = None
+    ) -> None:
         self.telemetry.refusals.labels(reason).inc()
         client = scope.get("client")
-        log.info("peer refused", extra=context(
-            reason=reason, detail=detail, client=client[0] if client else None,
-            project=claims.project_id if claims else None, room=claims.room_id if claims else None,
-            peer=claims.peer_id if claims else None))
+        log.info(
+            "peer refused",
+            extra=context(
+                reason=reason,
+                detail=detail,
+                client=client[0] if client else None,
+                project=claims.project_id if claims else None,
+                room=claims.room_id if claims else None,
+                peer=claims.peer_id if claims else None,
+            ),
+        )
 
     def _cut_off(self, connection: Connection, code: int) -> None:
         """The connection was ended at once: the member leaves the room now."""
         reason = CloseCode(code).name.lower().replace("_", "-")
         self.telemetry.disconnects.labels(reason).inc()
-        log.info("peer cut off", extra=context(
-            reason=reason, project=connection.key.project_id, room=connection.key.room_id, peer=connection.peer_id))
+        log.info(
+            "peer cut off",
+            extra=context(
+                reason=reason, project=connection.key.project_id, room=connection.key.room_id, peer=connection.peer_id
+            ),
+        )
         _spawn(self.membership.depart(connection))
 
     async def _receive_loop(self, connection: Connection, receive: Receive) -> None:
@@ -152,9 +165,12 @@ class PeerSocket:
                 if verdict is Verdict.DISCONNECT:
                     connection.abort(CloseCode.TOO_FAST, "sending too fast: disconnected")
                 elif verdict is Verdict.DROP_AND_WARN:
-                    connection.push(_error(
-                        f"sending too fast: messages are dropped past {throttle.rate:g} a second "
-                        f"(bursts of {throttle.burst:g}); keep going and you are disconnected"))
+                    connection.push(
+                        _error(
+                            f"sending too fast: messages are dropped past {throttle.rate:g} a second "
+                            f"(bursts of {throttle.burst:g}); keep going and you are disconnected"
+                        )
+                    )
                 continue
             if text is None:
                 connection.push(_error("binary frames are not supported; send JSON text"))
@@ -190,7 +206,7 @@ class PeerSocket:
         if not connection.can("canUpdateMetadata"):
             return connection.push(_error("not permitted: canUpdateMetadata"))
         try:
-            metadata = peer_metadata_text(message.metadata)
+            metadata = peer_metadata_text(protocol.read_json(message.metadata))
         except MetadataError as exc:
             return connection.push(_error(str(exc)))
         changed, persisted = await self.keeper.update_metadata(
@@ -210,7 +226,7 @@ def _spawn(work: Awaitable[None]) -> None:
     async def run() -> None:
         try:
             await work
-        except Exception:  # noqa: BLE001 - logged; the socket's own exit retries the departure
+        except Exception:
             log.exception("departure of a cut-off peer failed")
 
     task = asyncio.get_running_loop().create_task(run())
@@ -234,4 +250,3 @@ async def _drain(connection: Connection, send: Send, sent: Counter) -> None:
 
 async def _close(send: Send, code: CloseCode, reason: str) -> None:
     await send({"type": "websocket.close", "code": int(code), "reason": reason})
-

@@ -11,6 +11,7 @@ from enum import IntEnum
 from typing import Annotated, Any, Literal
 
 import msgspec
+import orjson
 
 from livesessions.domain.live import PeerPresence, Refusal
 
@@ -45,16 +46,27 @@ Label = Annotated[str, msgspec.Meta(max_length=MAX_LABEL_CHARS)]
 Recipients = Annotated[list[str], msgspec.Meta(max_length=MAX_RECIPIENTS)]
 
 
+# A value passed on as the peer wrote it: forwarded without being decoded and
+# encoded again, and read (when it must be) the way JavaScript's JSON.parse
+# reads it, integers beyond 64 bits as floats (see `read_json`).
+NULL = msgspec.Raw(b"null")
+
+
 class SendData(msgspec.Struct, tag="data", tag_field="type"):
     """A data message to everyone else ("*") or to the peers listed."""
 
     to: Literal["*"] | Recipients = "*"
     label: Label | None = None
-    payload: Any = None
+    payload: msgspec.Raw = NULL
 
 
 class UpdateMetadata(msgspec.Struct, tag="update-metadata", tag_field="type"):
-    metadata: Any = None
+    metadata: msgspec.Raw = NULL
+
+
+def read_json(raw: msgspec.Raw) -> Any:
+    """A raw value as JSON.parse reads it (orjson turns huge integers into floats)."""
+    return orjson.loads(bytes(raw))
 
 
 class Leave(msgspec.Struct, tag="leave", tag_field="type"):
@@ -76,7 +88,8 @@ class BadMessage(ValueError):
 
 def parse(text: str) -> ClientMessage:
     try:
-        return _decoder.decode(text)
+        message: ClientMessage = _decoder.decode(text)
+        return message
     except msgspec.ValidationError as exc:
         raise BadMessage(_explain(str(exc))) from None
     except msgspec.DecodeError:
@@ -124,7 +137,7 @@ class PeerLeft(msgspec.Struct, tag="peer-left", tag_field="type", rename="camel"
 class Data(msgspec.Struct, tag="data", tag_field="type", rename={"sender": "from"}):
     sender: str
     label: str | None
-    payload: Any
+    payload: msgspec.Raw
 
 
 class MetadataUpdated(msgspec.Struct, tag="metadata-updated", tag_field="type", rename="camel"):

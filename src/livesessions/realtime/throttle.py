@@ -24,7 +24,7 @@ class Verdict(Enum):
 
 
 class Throttle:
-    __slots__ = ("rate", "burst", "_tokens", "_at", "_dropped")
+    __slots__ = ("_at", "_dropped", "_tokens", "burst", "rate")
 
     def __init__(self, rate: float, burst: float) -> None:
         self.rate = rate

@@ -20,8 +20,8 @@ from livesessions.domain.live import (
     PeerPresence,
     RoomKey,
 )
-from livesessions.telemetry import Telemetry
 from livesessions.domain.records import ApiKeyRecord, Metrics, Participant, Project, Room, SessionRecord
+from livesessions.telemetry import Telemetry
 
 
 class Presence(Protocol):

@@ -124,7 +124,7 @@ class MemoryPresence:
         room = self._rooms.get(key)
         if room is None:
             return None
-        for members, was_bot in ((room.peers, False), (room.bots, True)):
+        for members, was_bot in ((room.peers, False), (room.bots, True)):  # noqa: B007 - read after the loop
             member = members.get(peer_id)
             if member is not None and member.connection_id == connection_id:
                 break

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -12,8 +12,8 @@ import orjson
 
 from livesessions.domain.egress import EgressJob
 from livesessions.domain.ids import new_project_id, new_room_id
-from livesessions.telemetry import Telemetry
 from livesessions.domain.records import ApiKeyRecord, Metrics, Participant, Project, Room, SessionRecord
+from livesessions.telemetry import Telemetry
 
 _SCHEMA = [
     # version 1
@@ -146,7 +146,7 @@ _JOB_COLUMNS = ", ".join(_JOB_FIELDS)
 
 
 def _job(row: tuple[Any, ...]) -> EgressJob:
-    values = dict(zip(_JOB_FIELDS, row))
+    values = dict(zip(_JOB_FIELDS, row, strict=True))
     values["active"] = bool(values["active"])
     values["rtmp_urls"] = orjson.loads(values["rtmp_urls"])
     return EgressJob(**values)
@@ -256,26 +256,32 @@ class SQLiteStore:
     async def first_sign_in(self, project_id: str, now: int) -> bool:
         """Mark the project's first wallet sign-in; False if it had one before."""
         return await self.db.write(
-            lambda conn: conn.execute(
-                "UPDATE projects SET first_sign_in_at = ? WHERE project_id = ? AND first_sign_in_at IS NULL",
-                (now, project_id),
-            ).rowcount
-            == 1
+            lambda conn: (
+                conn.execute(
+                    "UPDATE projects SET first_sign_in_at = ? WHERE project_id = ? AND first_sign_in_at IS NULL",
+                    (now, project_id),
+                ).rowcount
+                == 1
+            )
         )
 
     async def add_nonce(self, nonce: str, expires_at: int) -> None:
         await self.db.write(
-            lambda conn: conn.execute("INSERT INTO sign_in_nonces (nonce, expires_at) VALUES (?, ?)", (nonce, expires_at))
+            lambda conn: conn.execute(
+                "INSERT INTO sign_in_nonces (nonce, expires_at) VALUES (?, ?)", (nonce, expires_at)
+            )
         )
 
     async def consume_nonce(self, nonce: str, now: int) -> bool:
         """Use a nonce up: True only the first time, and only before it expires."""
         return await self.db.write(
-            lambda conn: conn.execute(
-                "UPDATE sign_in_nonces SET used_at = ? WHERE nonce = ? AND used_at IS NULL AND expires_at > ?",
-                (now, nonce, now),
-            ).rowcount
-            == 1
+            lambda conn: (
+                conn.execute(
+                    "UPDATE sign_in_nonces SET used_at = ? WHERE nonce = ? AND used_at IS NULL AND expires_at > ?",
+                    (now, nonce, now),
+                ).rowcount
+                == 1
+            )
         )
 
     async def add_account_session(self, token_hash: str, project_id: str, address: str, expires_at: int) -> None:
@@ -295,6 +301,7 @@ class SQLiteStore:
 
     async def end_account_sessions(self, token_hash: str, everywhere: bool) -> None:
         """End this account session, or with `everywhere` every session of its project."""
+
         def write(conn: sqlite3.Connection) -> None:
             if everywhere:
                 conn.execute(
@@ -330,9 +337,7 @@ class SQLiteStore:
 
     # --- rooms ------------------------------------------------------------
 
-    async def create_room(
-        self, project_id: str, metadata: dict[str, Any] | None, locked: bool, now: int
-    ) -> Room:
+    async def create_room(self, project_id: str, metadata: dict[str, Any] | None, locked: bool, now: int) -> Room:
         encoded = orjson.dumps(metadata).decode() if metadata is not None else None
 
         def write(conn: sqlite3.Connection) -> str:
@@ -478,9 +483,10 @@ class SQLiteStore:
         return [SessionRecord(session_id=s, start_time=st, end_time=e) for _, s, st, e in page], next_cursor
 
     async def list_participants(self, project_id: str, session_id: str) -> list[Participant] | None:
-        if self.db.read_one(
-            "SELECT 1 FROM sessions WHERE session_id = ? AND project_id = ?", (session_id, project_id)
-        ) is None:
+        if (
+            self.db.read_one("SELECT 1 FROM sessions WHERE session_id = ? AND project_id = ?", (session_id, project_id))
+            is None
+        ):
             return None
         rows = self.db.read(
             "SELECT peer_id, join_time, metadata, exit_time FROM participants WHERE session_id = ? ORDER BY id",
@@ -490,8 +496,7 @@ class SQLiteStore:
 
     async def metrics(self, project_id: str, now: int) -> Metrics:
         sessions, duration = self.db.read_one(
-            "SELECT count(*), coalesce(sum(coalesce(end_time, ?) - start_time), 0)"
-            " FROM sessions WHERE project_id = ?",
+            "SELECT count(*), coalesce(sum(coalesce(end_time, ?) - start_time), 0) FROM sessions WHERE project_id = ?",
             (now, project_id),
         ) or (0, 0)
         (users,) = self.db.read_one(
@@ -597,6 +602,7 @@ class SQLiteStore:
         Returns the updated job, or why not: "missing", "taken" (another worker
         holds a live lease, or the job is past claiming) or "not-claimed".
         """
+
         def write(conn: sqlite3.Connection) -> EgressJob | str:
             row = conn.execute(
                 f"SELECT {_JOB_COLUMNS} FROM egress_jobs WHERE id = ? AND project_id = ?", (job_id, project_id)

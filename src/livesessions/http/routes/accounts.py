@@ -25,26 +25,33 @@ TAG = "accounts"
 ADDRESS_PATTERN = "^0x[0-9a-fA-F]{40}$"
 _ADDRESS_LINE = re.compile(ADDRESS_PATTERN)
 
-ADDRESS = OptionalText("address", "The wallet that will sign: the answer then holds the message to sign.",
-                       ADDRESS_PATTERN)
-CHAIN_ID = OptionalInteger("chainId", "The chain the message names (with `address`; default: the first allowed).",
-                           1, 2**53)
+ADDRESS = OptionalText(
+    "address", "The wallet that will sign: the answer then holds the message to sign.", ADDRESS_PATTERN
+)
+CHAIN_ID = OptionalInteger(
+    "chainId", "The chain the message names (with `address`; default: the first allowed).", 1, 2**53
+)
 
 Address = Annotated[str, msgspec.Meta(pattern=ADDRESS_PATTERN, description="An Ethereum address.")]
-NewApiKey = Annotated[str, msgspec.Meta(pattern="^lsk_[A-Za-z0-9_-]+$",
-                                        description="The key itself: shown only now, stored only as a hash.")]
+NewApiKey = Annotated[
+    str,
+    msgspec.Meta(pattern="^lsk_[A-Za-z0-9_-]+$", description="The key itself: shown only now, stored only as a hash."),
+]
 KeyId = Annotated[str, msgspec.Meta(pattern="^key_[0-9a-f]+$")]
 
 
 class VerifyBody(msgspec.Struct):
     message: Annotated[str, msgspec.Meta(min_length=1, max_length=8192, description="The EIP-4361 message, as signed.")]
     signature: Annotated[
-        str, msgspec.Meta(min_length=1, max_length=200, description="Its personal_sign signature: 0x and 130 hex digits.")
+        str,
+        msgspec.Meta(min_length=1, max_length=200, description="Its personal_sign signature: 0x and 130 hex digits."),
     ]
 
 
 class SignOutBody(msgspec.Struct):
-    everywhere: Annotated[bool, msgspec.Meta(description="End every account session of the wallet, not only this one.")] = False
+    everywhere: Annotated[
+        bool, msgspec.Meta(description="End every account session of the wallet, not only this one.")
+    ] = False
 
 
 class NewKeyBody(msgspec.Struct):
@@ -54,8 +61,10 @@ class NewKeyBody(msgspec.Struct):
 class Nonce(Out):
     nonce: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9]{8,}$", description="Single-use; expires within minutes.")]
     message: (
-        Annotated[str, msgspec.Meta(description="The EIP-4361 message for the wallet to sign (only when `address` was "
-                                    "given).")]
+        Annotated[
+            str,
+            msgspec.Meta(description="The EIP-4361 message for the wallet to sign (only when `address` was given)."),
+        ]
         | msgspec.UnsetType
     ) = msgspec.UNSET
 
@@ -63,9 +72,13 @@ class Nonce(Out):
 class SignedIn(Out):
     """`apiKey` comes only on the wallet's first sign-in."""
 
-    token: Annotated[str, msgspec.Meta(pattern="^lss_[A-Za-z0-9_-]+$",
-                                       description="An account session for `Authorization: Bearer`; expires within "
-                                       "the hour.")]
+    token: Annotated[
+        str,
+        msgspec.Meta(
+            pattern="^lss_[A-Za-z0-9_-]+$",
+            description="An account session for `Authorization: Bearer`; expires within the hour.",
+        ),
+    ]
     projectId: str
     address: Address
     apiKey: NewApiKey | msgspec.UnsetType = msgspec.UNSET
@@ -111,8 +124,12 @@ async def verify(request: Request, sign_in: WalletSignIn, sign_in_limiter: RateL
     claimed = lines[1].lower() if len(lines) > 1 and _ADDRESS_LINE.match(lines[1]) else None
     _limit(sign_in_limiter, _client(request), *([f"address:{claimed}"] if claimed else []))
     session, token, api_key = await sign_in.verify(body.message, body.signature)
-    return SignedIn(token=token, projectId=session.project_id, address=session.address,
-                    apiKey=msgspec.UNSET if api_key is None else api_key)
+    return SignedIn(
+        token=token,
+        projectId=session.project_id,
+        address=session.address,
+        apiKey=msgspec.UNSET if api_key is None else api_key,
+    )
 
 
 async def sign_out(request: Request, sign_in: WalletSignIn, body: SignOutBody) -> Response:
@@ -135,48 +152,96 @@ async def revoke_key(request: Request, api_keys: ApiKeys) -> Response:
     return NO_CONTENT
 
 
-TOO_MANY_SIGN_INS = Reply("Too many sign-in attempts from this client (or for this address) in the last minute; "
-                          "retry after `Retry-After` seconds.", ErrorMessage,
-                          headers={"Retry-After": {"description": "Seconds to wait.", "required": True,
-                                                   "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"}}})
+TOO_MANY_SIGN_INS = Reply(
+    "Too many sign-in attempts from this client (or for this address) in the last minute; "
+    "retry after `Retry-After` seconds.",
+    ErrorMessage,
+    headers={
+        "Retry-After": {
+            "description": "Seconds to wait.",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+        }
+    },
+)
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
-        "GET", "/api/v2/auth/nonce", nonce, "getNonce",
-        "A nonce for a sign-in message (and the message, given an address)", TAG, auth="none",
+        "GET",
+        "/api/v2/auth/nonce",
+        nonce,
+        "getNonce",
+        "A nonce for a sign-in message (and the message, given an address)",
+        TAG,
+        auth="none",
         answer=Reply("A fresh nonce."),
         errors={
-            400: Reply("`address` is not an Ethereum address, or `chainId` is out of range.",
-                       ErrorMessage | ValidationError),
+            400: Reply(
+                "`address` is not an Ethereum address, or `chainId` is out of range.", ErrorMessage | ValidationError
+            ),
             429: TOO_MANY_SIGN_INS,
         },
         query=(ADDRESS, CHAIN_ID),
     ),
     Operation(
-        "POST", "/api/v2/auth/verify", verify, "verifySignIn",
-        "Exchange a signed sign-in message for an account session", TAG, auth="none",
+        "POST",
+        "/api/v2/auth/verify",
+        verify,
+        "verifySignIn",
+        "Exchange a signed sign-in message for an account session",
+        TAG,
+        auth="none",
         answer=Reply("Signed in."),
         errors={
-            400: Reply("The body is invalid, or the message or signature is malformed.", ValidationError | ErrorMessage),
+            400: Reply(
+                "The body is invalid, or the message or signature is malformed.", ValidationError | ErrorMessage
+            ),
             401: Reply("The signature, domain, URI, chain, times or nonce do not check out.", ErrorMessage),
             429: TOO_MANY_SIGN_INS,
         },
     ),
     Operation(
-        "POST", "/api/v2/auth/logout", sign_out, "signOut",
-        "End this account session (or, with `everywhere`, all of the wallet's)", TAG, auth="account", status=204,
+        "POST",
+        "/api/v2/auth/logout",
+        sign_out,
+        "signOut",
+        "End this account session (or, with `everywhere`, all of the wallet's)",
+        TAG,
+        auth="account",
+        status=204,
         answer=Reply("Signed out: the token stops working at once. API keys are not affected."),
     ),
     Operation(
-        "GET", "/api/v2/keys", list_keys, "listApiKeys", "The project's API keys (masked)", TAG, auth="account",
+        "GET",
+        "/api/v2/keys",
+        list_keys,
+        "listApiKeys",
+        "The project's API keys (masked)",
+        TAG,
+        auth="account",
         answer=Reply("The keys that work."),
     ),
     Operation(
-        "POST", "/api/v2/keys", create_key, "createApiKey", "A new API key for the project", TAG, auth="account",
-        status=201, answer=Reply("The new key; shown only now."),
+        "POST",
+        "/api/v2/keys",
+        create_key,
+        "createApiKey",
+        "A new API key for the project",
+        TAG,
+        auth="account",
+        status=201,
+        answer=Reply("The new key; shown only now."),
     ),
     Operation(
-        "DELETE", "/api/v2/keys/{keyId}", revoke_key, "revokeApiKey", "Revoke one of the project's API keys", TAG,
-        auth="account", status=204, answer=Reply("Revoked: the key stops working at once."),
-        errors={404: Reply("No such key in the project.", ErrorMessage)}, path_params=(PathParam("keyId"),),
+        "DELETE",
+        "/api/v2/keys/{keyId}",
+        revoke_key,
+        "revokeApiKey",
+        "Revoke one of the project's API keys",
+        TAG,
+        auth="account",
+        status=204,
+        answer=Reply("Revoked: the key stops working at once."),
+        errors={404: Reply("No such key in the project.", ErrorMessage)},
+        path_params=(PathParam("keyId"),),
     ),
 )

@@ -20,7 +20,7 @@ from livesessions.egress.service import EgressService
 from livesessions.http.core import Request
 from livesessions.http.errors import ErrorMessage, RoomNotFound
 from livesessions.http.fields import EpochMillis, GivenRoomId
-from livesessions.http.params import Integer, OptionalInteger, OptionalText, RequiredText
+from livesessions.http.params import Integer, OptionalInteger, OptionalText
 from livesessions.http.responses import Out, Response, StreamingResponse
 from livesessions.http.routes.rooms import NO_SUCH_ROOM, ROOM_ID, find_room
 from livesessions.http.routing import Operation, PathParam, Reply
@@ -48,7 +48,8 @@ class StartBody(msgspec.Struct):
     token: Annotated[str, msgspec.Meta(description="A peer token for this room (from create-peer-token).")]
     type: EgressType = "recording"
     rtmpUrls: Annotated[
-        list[Url], msgspec.Meta(max_length=16, description="Where a livestream should also go (kept for media workers).")
+        list[Url],
+        msgspec.Meta(max_length=16, description="Where a livestream should also go (kept for media workers)."),
     ] = []
 
 
@@ -94,21 +95,23 @@ class Recording(Out):
     the job; `failedReason` and `failedAt` once the recording failed."""
 
     id: JobId
-    recordingUrl: Annotated[Link, msgspec.Meta(description="A signed download link of the timeline recording; it "
-                                                            "expires.")]
+    recordingUrl: Annotated[
+        Link, msgspec.Meta(description="A signed download link of the timeline recording; it expires.")
+    ]
     recordingSize: Annotated[int, msgspec.Meta(ge=0, description="Bytes.")]
     mediaUrl: (
         Annotated[str, msgspec.Meta(description="Where a media worker put the audio/video file.")]
+        | msgspec.UnsetType
         | None
-        | msgspec.UnsetType
     ) = msgspec.UNSET
-    mediaSize: Annotated[int, msgspec.Meta(ge=0, description="Bytes.")] | None | msgspec.UnsetType = msgspec.UNSET
+    mediaSize: Annotated[int, msgspec.Meta(ge=0, description="Bytes.")] | msgspec.UnsetType | None = msgspec.UNSET
     failedReason: (
-        Annotated[str, msgspec.Meta(description="Why the recording ended early: its storage failed (disk full or "
-                                    "stalled).")]
+        Annotated[
+            str, msgspec.Meta(description="Why the recording ended early: its storage failed (disk full or stalled).")
+        ]
         | msgspec.UnsetType
     ) = msgspec.UNSET
-    failedAt: EpochMillis | None | msgspec.UnsetType = msgspec.UNSET
+    failedAt: EpochMillis | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class RecordingPage(Out):
@@ -165,8 +168,10 @@ async def recordings(
     for job in jobs:
         item = Recording(
             id=job.id,
-            recordingUrl=(f"{settings.base_url}/api/v1/recordings/{job.id}/download"
-                          f"?expires={expires}&signature={links.signature(job.id, expires)}"),
+            recordingUrl=(
+                f"{settings.base_url}/api/v1/recordings/{job.id}/download"
+                f"?expires={expires}&signature={links.signature(job.id, expires)}"
+            ),
             recordingSize=job.size,
         )
         if job.media_status == "completed":
@@ -181,9 +186,7 @@ async def recordings(
     return RecordingPage(recordings=items, nextCursor=next_cursor)
 
 
-async def download(
-    request: Request, store: Store, egress: EgressService, links: LinkSigner, clock: Clock
-) -> Response:
+async def download(request: Request, store: Store, egress: EgressService, links: LinkSigner, clock: Clock) -> Response:
     job_id = request.path_params["jobId"]
     expires = EXPIRES.read(request)
     signature = SIGNATURE.read(request) or ""
@@ -196,8 +199,10 @@ async def download(
     # A failed recording may have no file at all (size 0).
     if job.size > 0 and not await asyncio.to_thread(path.is_file):
         raise NotFound("Recording Not Found")
-    headers = [(b"content-length", str(job.size).encode()),
-               (b"content-disposition", f'attachment; filename="{job.id}.jsonl"'.encode())]
+    headers = [
+        (b"content-length", str(job.size).encode()),
+        (b"content-disposition", f'attachment; filename="{job.id}.jsonl"'.encode()),
+    ]
     return StreamingResponse(_file_chunks(path, job.size), request.receive, b"application/x-ndjson", headers)
 
 
@@ -216,7 +221,7 @@ async def watch(request: Request, store: Store, egress: EgressService) -> Respon
             while True:
                 try:
                     frame = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
                 if frame == END:
@@ -255,35 +260,67 @@ def _read_at(path: Path, offset: int, length: int) -> bytes:
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
-        "POST", f"{V1}/recording/start", start, "startRecording", "Start a recording or a livestream of a live room",
-        TAG, answer=Reply("The job started."),
+        "POST",
+        f"{V1}/recording/start",
+        start,
+        "startRecording",
+        "Start a recording or a livestream of a live room",
+        TAG,
+        answer=Reply("The job started."),
         errors={
             401: Reply("The peer token is invalid or not for this room.", ErrorMessage),
             404: NO_SUCH_ROOM,
-            409: Reply("The room is not live (only a live room can be recorded or streamed), or a job of this type "
-                       "is already active.", ErrorMessage),
+            409: Reply(
+                "The room is not live (only a live room can be recorded or streamed), or a job of this type "
+                "is already active.",
+                ErrorMessage,
+            ),
         },
     ),
     Operation(
-        "POST", f"{V1}/recording/stop", stop, "stopRecording", "Stop a room's recording or livestream", TAG,
+        "POST",
+        f"{V1}/recording/stop",
+        stop,
+        "stopRecording",
+        "Stop a room's recording or livestream",
+        TAG,
         answer=Reply("The job stopped."),
         errors={
-            404: Reply("No such room in the project, or nothing of that type is active in it.",
-                       RoomNotFound | ErrorMessage),
+            404: Reply(
+                "No such room in the project, or nothing of that type is active in it.", RoomNotFound | ErrorMessage
+            ),
             409: Reply("Both a recording and a livestream are active and `type` was not given.", ErrorMessage),
         },
     ),
     Operation(
-        "GET", f"{V1}/recording/status", status, "getRecordingStatus", "Whether a room is being recorded or streamed",
-        TAG, answer=Reply("The room's egress now."), errors={404: NO_SUCH_ROOM}, query=(ROOM_ID,),
+        "GET",
+        f"{V1}/recording/status",
+        status,
+        "getRecordingStatus",
+        "Whether a room is being recorded or streamed",
+        TAG,
+        answer=Reply("The room's egress now."),
+        errors={404: NO_SUCH_ROOM},
+        query=(ROOM_ID,),
     ),
     Operation(
-        "GET", "/api/v2/sdk/recordings", recordings, "listRecordings", "Finished recordings of the project", TAG,
-        answer=Reply("A page of finished recordings, newest first."), query=(SESSION_ID, LIMIT, BEFORE),
+        "GET",
+        "/api/v2/sdk/recordings",
+        recordings,
+        "listRecordings",
+        "Finished recordings of the project",
+        TAG,
+        answer=Reply("A page of finished recordings, newest first."),
+        query=(SESSION_ID, LIMIT, BEFORE),
     ),
     Operation(
-        "GET", f"{V1}/recordings/{{jobId}}/download", download, "downloadRecording",
-        "Download a recording (a signed link from the recordings list)", TAG, auth="none",
+        "GET",
+        f"{V1}/recordings/{{jobId}}/download",
+        download,
+        "downloadRecording",
+        "Download a recording (a signed link from the recordings list)",
+        TAG,
+        auth="none",
         answer=Reply(
             'The room\'s timeline as JSON Lines: one `{"t": <epoch ms>, "event": <message as peers got it>}` a line.',
             media_types=("application/x-ndjson",),
@@ -296,10 +333,17 @@ OPERATIONS: tuple[Operation, ...] = (
             403: Reply("The link is not valid or has expired.", ErrorMessage),
             404: Reply("No such finished recording.", ErrorMessage),
         },
-        query=(EXPIRES, SIGNATURE), path_params=(PathParam("jobId"),),
+        query=(EXPIRES, SIGNATURE),
+        path_params=(PathParam("jobId"),),
     ),
     Operation(
-        "GET", "/live/{playbackId}", watch, "watchLivestream", "Watch a livestream", TAG, auth="none",
+        "GET",
+        "/live/{playbackId}",
+        watch,
+        "watchLivestream",
+        "Watch a livestream",
+        TAG,
+        auth="none",
         answer=Reply(
             "Server-Sent Events: each `data:` is a message of the room's timeline as peers get it; `event: end` when "
             "the livestream ends; comments keep it alive.",

@@ -60,23 +60,43 @@ async def metrics(request: Request, store: Store, keeper: SessionKeeper, clock: 
 
 def _participants(path: str, operation_id: str, summary: str) -> Operation:
     return Operation(
-        "GET", path, participant_list, operation_id, summary, TAG,
+        "GET",
+        path,
+        participant_list,
+        operation_id,
+        summary,
+        TAG,
         answer=Reply("Every stint of every peer, in join order."),
-        errors={404: Reply("No such session in the project.", SessionNotFound)}, query=(SESSION_ID,),
+        errors={404: Reply("No such session in the project.", SessionNotFound)},
+        query=(SESSION_ID,),
     )
 
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
-        "GET", f"{SDK}/rooms/session-details", session_details, "getSessionDetails", "A room's sessions", TAG,
-        answer=Reply("A page of the room's sessions, newest first."), errors={404: NO_SUCH_ROOM},
+        "GET",
+        f"{SDK}/rooms/session-details",
+        session_details,
+        "getSessionDetails",
+        "A room's sessions",
+        TAG,
+        answer=Reply("A page of the room's sessions, newest first."),
+        errors={404: NO_SUCH_ROOM},
         query=(ROOM_ID, LIMIT, BEFORE),
     ),
     _participants(f"{SDK}/rooms/participant-list", "getParticipantList", "Who took part in a session"),
-    _participants(f"{SDK}/rooms/participant-lists", "getParticipantLists",
-                  "Who took part in a session (alias of participant-list)"),
+    _participants(
+        f"{SDK}/rooms/participant-lists",
+        "getParticipantLists",
+        "Who took part in a session (alias of participant-list)",
+    ),
     Operation(
-        "GET", f"{SDK}/metrics", metrics, "getMetrics", "The project's totals", TAG,
+        "GET",
+        f"{SDK}/metrics",
+        metrics,
+        "getMetrics",
+        "The project's totals",
+        TAG,
         answer=Reply("Totals over every session of the project."),
     ),
 )

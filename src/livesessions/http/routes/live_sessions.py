@@ -8,9 +8,9 @@ from typing import Annotated
 
 import msgspec
 
+from livesessions.domain.errors import NotFound
 from livesessions.domain.ids import is_room_id
 from livesessions.domain.live import LiveSession, RoomKey
-from livesessions.domain.errors import NotFound
 from livesessions.http.core import Request
 from livesessions.http.errors import ErrorMessage
 from livesessions.http.fields import EpochMillis
@@ -26,8 +26,9 @@ SDK = "/api/v2/sdk"
 
 LIMIT = OptionalInteger("limit", "How many live rooms a page holds.", 1, MAX_PAGE)
 CURSOR = OptionalText("cursor", "`nextCursor` of the previous page (opaque; anything else is a 400).")
-ROOM_ID = PathParam("roomId", "A room id (`abc-defg-hij`). A malformed one is answered like an unknown room.",
-                    "abc-defg-hij")
+ROOM_ID = PathParam(
+    "roomId", "A room id (`abc-defg-hij`). A malformed one is answered like an unknown room.", "abc-defg-hij"
+)
 NOT_LIVE = Reply("The room is not live (or unknown).", ErrorMessage)
 
 
@@ -38,16 +39,18 @@ class LiveSessionList(Out):
     liveSessions: list[LiveSession]
     nextCursor: (
         Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_-]+$", description="Pass as `cursor` for the next page.")]
-        | None
         | msgspec.UnsetType
+        | None
     ) = msgspec.UNSET
 
 
 class LiveSessionOne(Out):
     liveSessions: Annotated[
         list[LiveSession] | LiveSession,
-        msgspec.Meta(description="A one-item list; a single object when the request has an `x-sdk-version` header "
-                     "(what the official server SDK expects)."),
+        msgspec.Meta(
+            description="A one-item list; a single object when the request has an `x-sdk-version` header "
+            "(what the official server SDK expects)."
+        ),
     ]
 
 
@@ -138,23 +141,47 @@ async def live_participants(request: Request, presence: Presence) -> LivePartici
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
-        "GET", f"{SDK}/live-sessions", list_live_sessions, "listLiveSessions", "Live rooms of the project", TAG,
-        answer=Reply("Live rooms, oldest session first.", LiveSessionList), query=(LIMIT, CURSOR),
+        "GET",
+        f"{SDK}/live-sessions",
+        list_live_sessions,
+        "listLiveSessions",
+        "Live rooms of the project",
+        TAG,
+        answer=Reply("Live rooms, oldest session first.", LiveSessionList),
+        query=(LIMIT, CURSOR),
         description="Without query parameters every live room is listed and there is no `nextCursor`; with any, "
         "the list is paged and `nextCursor` is given.",
     ),
     Operation(
-        "GET", f"{SDK}/live-sessions/{{roomId}}", get_live_session, "getLiveSession", "One live room", TAG,
-        answer=Reply("The room is live."), errors={404: NOT_LIVE}, path_params=(ROOM_ID,),
-        headers=({
-            "name": "x-sdk-version", "in": "header", "required": False, "schema": {"type": "string"},
-            "description": "Sent by the official server SDK; when present `liveSessions` is one object instead of "
-            "a one-item list.",
-        },),
+        "GET",
+        f"{SDK}/live-sessions/{{roomId}}",
+        get_live_session,
+        "getLiveSession",
+        "One live room",
+        TAG,
+        answer=Reply("The room is live."),
+        errors={404: NOT_LIVE},
+        path_params=(ROOM_ID,),
+        headers=(
+            {
+                "name": "x-sdk-version",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "Sent by the official server SDK; when present `liveSessions` is one object instead of "
+                "a one-item list.",
+            },
+        ),
     ),
     Operation(
-        "GET", f"{SDK}/live-sessions/participants/{{roomId}}", live_participants, "getLiveParticipants",
-        "Peers in a live room", TAG, answer=Reply("The peers connected now (bots excluded)."),
-        errors={404: NOT_LIVE}, path_params=(ROOM_ID,),
+        "GET",
+        f"{SDK}/live-sessions/participants/{{roomId}}",
+        live_participants,
+        "getLiveParticipants",
+        "Peers in a live room",
+        TAG,
+        answer=Reply("The peers connected now (bots excluded)."),
+        errors={404: NOT_LIVE},
+        path_params=(ROOM_ID,),
     ),
 )

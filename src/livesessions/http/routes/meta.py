@@ -27,8 +27,10 @@ TAG = "meta"
 HTML = b"text/html; charset=utf-8"
 # The reference page runs only what this service serves: scripts and styles
 # from here (Swagger UI sets inline styles), pictures from here or inline.
-DOCS_POLICY = (b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-               b"object-src 'none'; frame-ancestors 'none'")
+DOCS_POLICY = (
+    b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    b"object-src 'none'; frame-ancestors 'none'"
+)
 # /docs/<name>: the file in livesessions.web, and its content type.
 DOCS_ASSETS = {
     "docs.js": ("docs.js", b"text/javascript; charset=utf-8"),
@@ -103,14 +105,14 @@ async def readiness(request: Request, store: Store) -> Response:
         await store.ping()
     except Exception as exc:  # noqa: BLE001 - whatever it is, the database is not answering
         log.warning("readiness: the database did not answer: %r", exc)
-        return json_response(503, NotReady(ok=False, failed=["database"],
-                                           message=f"the database did not answer ({type(exc).__name__})"))
+        return json_response(
+            503, NotReady(ok=False, failed=["database"], message=f"the database did not answer ({type(exc).__name__})")
+        )
     return ALIVE
 
 
 async def get_metrics(request: Request, telemetry: Telemetry) -> Response:
-    return Response(200, await telemetry.render(), [(b"cache-control", b"no-store")],
-                    PROMETHEUS_CONTENT_TYPE.encode())
+    return Response(200, await telemetry.render(), [(b"cache-control", b"no-store")], PROMETHEUS_CONTENT_TYPE.encode())
 
 
 async def get_jwks(request: Request, signer: PeerTokenSigner) -> JsonWebKeySet:
@@ -139,10 +141,16 @@ async def docs_asset(request: Request) -> Response:
 
 def _page(path: str, operation_id: str) -> Operation:
     return Operation(
-        "GET", path, connect_page, operation_id, "The page where a person connects a wallet to get an API key",
-        "accounts", auth="none",
-        answer=Reply("An HTML page.", media_types=("text/html",),
-                     headers={"Cache-Control": {"schema": {"const": "no-cache"}}}),
+        "GET",
+        path,
+        connect_page,
+        operation_id,
+        "The page where a person connects a wallet to get an API key",
+        "accounts",
+        auth="none",
+        answer=Reply(
+            "An HTML page.", media_types=("text/html",), headers={"Cache-Control": {"schema": {"const": "no-cache"}}}
+        ),
     )
 
 
@@ -150,22 +158,46 @@ OPERATIONS: tuple[Operation, ...] = (
     _page("/", "connectPage"),
     _page("/connect", "connectPageAlias"),
     Operation(
-        "GET", "/api/v2/sdk", get_health, "health", "Health check", TAG, auth="none",
+        "GET",
+        "/api/v2/sdk",
+        get_health,
+        "health",
+        "Health check",
+        TAG,
+        auth="none",
         answer=Reply("The service is up.", Health),
     ),
     Operation(
-        "GET", "/healthz", liveness, "liveness", "Whether the process is up", TAG, auth="none",
+        "GET",
+        "/healthz",
+        liveness,
+        "liveness",
+        "Whether the process is up",
+        TAG,
+        auth="none",
         answer=Reply("The process is up.", Alive),
         description="For a supervisor's liveness probe: answers as long as the process serves requests at all.",
     ),
     Operation(
-        "GET", "/readyz", readiness, "readiness", "Whether the service can serve requests", TAG, auth="none",
+        "GET",
+        "/readyz",
+        readiness,
+        "readiness",
+        "Whether the service can serve requests",
+        TAG,
+        auth="none",
         answer=Reply("The database answers.", Alive),
         errors={503: Reply("Something the service needs does not answer; `failed` names it.", NotReady)},
         description="For a load balancer's readiness probe: 200 while the database answers a trivial query.",
     ),
     Operation(
-        "GET", "/metrics", get_metrics, "metrics", "Prometheus metrics", TAG, auth="none",
+        "GET",
+        "/metrics",
+        get_metrics,
+        "metrics",
+        "Prometheus metrics",
+        TAG,
+        auth="none",
         answer=Reply("The service's metrics in Prometheus' text format.", media_types=("text/plain",)),
         description="Live rooms and peers, joins, leaves and refusals by reason, peers cut off, WebSocket "
         "messages in and out, HTTP requests by route and status with latency histograms, database write-queue "
@@ -173,20 +205,44 @@ OPERATIONS: tuple[Operation, ...] = (
         "public proxy, keep it for your monitoring (deploy/nginx.conf does).",
     ),
     Operation(
-        "GET", "/jwks.json", get_jwks, "getJwks", "Public keys that verify peer tokens", TAG, auth="none",
+        "GET",
+        "/jwks.json",
+        get_jwks,
+        "getJwks",
+        "Public keys that verify peer tokens",
+        TAG,
+        auth="none",
         answer=Reply("A JSON Web Key Set."),
     ),
     Operation(
-        "GET", "/openapi.json", get_openapi, "getOpenApi", "This document", TAG, auth="none",
+        "GET",
+        "/openapi.json",
+        get_openapi,
+        "getOpenApi",
+        "This document",
+        TAG,
+        auth="none",
         answer=Reply("The OpenAPI 3.1 document.", OpenAPIDocument),
     ),
     Operation(
-        "GET", "/docs", docs_page, "docsPage", "This document as an interactive reference (Swagger UI)", TAG,
-        auth="none", answer=Reply("An HTML page.", media_types=("text/html",)),
+        "GET",
+        "/docs",
+        docs_page,
+        "docsPage",
+        "This document as an interactive reference (Swagger UI)",
+        TAG,
+        auth="none",
+        answer=Reply("An HTML page.", media_types=("text/html",)),
     ),
     Operation(
-        "GET", "/docs/{asset}", docs_asset, "docsAsset", "A script or style sheet of the reference page", TAG,
-        auth="none", answer=Reply("The file.", media_types=("text/javascript", "text/css")),
+        "GET",
+        "/docs/{asset}",
+        docs_asset,
+        "docsAsset",
+        "A script or style sheet of the reference page",
+        TAG,
+        auth="none",
+        answer=Reply("The file.", media_types=("text/javascript", "text/css")),
         errors={404: Reply("The page has no such file.", RouteNotFound)},
         path_params=(PathParam("asset", "The file's name.", "docs.js"),),
     ),

@@ -57,8 +57,10 @@ class CreatePeerTokenBody(msgspec.Struct):
     permissions: PermissionsBody | None = None
     metadata: Annotated[
         str | dict[str, Any] | None,
-        msgspec.Meta(description=f"Peer metadata, kept as text (at most {MAX_PEER_METADATA_BYTES} bytes UTF-8); an "
-                     "object is JSON-encoded."),
+        msgspec.Meta(
+            description=f"Peer metadata, kept as text (at most {MAX_PEER_METADATA_BYTES} bytes UTF-8); an "
+            "object is JSON-encoded."
+        ),
     ] = None
     options: TokenOptions | None = None
     ttl: Annotated[
@@ -70,8 +72,10 @@ class CreatePeerTokenBody(msgspec.Struct):
 class PeerToken(Out):
     token: Annotated[
         str,
-        msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
-                     description="An ES256 JWT; verify with GET /jwks.json."),
+        msgspec.Meta(
+            pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
+            description="An ES256 JWT; verify with GET /jwks.json.",
+        ),
     ]
 
 
@@ -101,8 +105,13 @@ async def create_peer_token(
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
-        "POST", "/api/v2/sdk/create-peer-token", create_peer_token, "createPeerToken",
-        "A token that lets one peer join one room", "peers",
-        answer=Reply("A signed peer token, for `/ws?token=`."), errors={404: NO_SUCH_ROOM},
+        "POST",
+        "/api/v2/sdk/create-peer-token",
+        create_peer_token,
+        "createPeerToken",
+        "A token that lets one peer join one room",
+        "peers",
+        answer=Reply("A signed peer token, for `/ws?token=`."),
+        errors={404: NO_SUCH_ROOM},
     ),
 )

@@ -25,8 +25,9 @@ TAG = "rooms"
 LIMIT = Integer("limit", "How many rooms a page holds.", 10, 1, MAX_PAGE)
 PAGE = Integer("cursor", "The page number, from 1.", 1, 1, 10**9)
 ROOM_ID = RequiredText("roomId", "The room's id.", "abc-defg-hij")
-PATH_ROOM_ID = PathParam("roomId", "A room id (`abc-defg-hij`). A malformed one is answered like an unknown room.",
-                         "abc-defg-hij")
+PATH_ROOM_ID = PathParam(
+    "roomId", "A room id (`abc-defg-hij`). A malformed one is answered like an unknown room.", "abc-defg-hij"
+)
 NO_SUCH_ROOM = Reply("No such room in the project.", RoomNotFound)
 
 
@@ -149,14 +150,29 @@ def _metadata_operations(path: str, suffix: str) -> tuple[Operation, ...]:
     path_params = (PATH_ROOM_ID,) if "{" in path else ()
     return (
         Operation(
-            "GET", path, get_metadata, f"getRoomMetadata{suffix}", "A room's metadata", TAG,
+            "GET",
+            path,
+            get_metadata,
+            f"getRoomMetadata{suffix}",
+            "A room's metadata",
+            TAG,
             answer=Reply("The metadata ({} when none was set)."),
-            errors={404: NO_SUCH_ROOM}, query=query, path_params=path_params,
+            errors={404: NO_SUCH_ROOM},
+            query=query,
+            path_params=path_params,
         ),
         Operation(
-            "POST", path, set_metadata, f"updateRoomMetadata{suffix}", "Replace a room's metadata", TAG,
+            "POST",
+            path,
+            set_metadata,
+            f"updateRoomMetadata{suffix}",
+            "Replace a room's metadata",
+            TAG,
             answer=Reply("The metadata now stored."),
-            errors={404: NO_SUCH_ROOM}, query=query, path_params=path_params, reads_body=MetadataBody,
+            errors={404: NO_SUCH_ROOM},
+            query=query,
+            path_params=path_params,
+            reads_body=MetadataBody,
             description="The room is looked up before the body is read: an unknown room is a 404 whatever the body.",
         ),
     )
@@ -165,26 +181,59 @@ def _metadata_operations(path: str, suffix: str) -> tuple[Operation, ...]:
 SDK = "/api/v2/sdk"
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
-        "POST", f"{SDK}/rooms/create-room", create_room, "createRoom", "Create a room", TAG, status=201,
-        answer=Reply("The room was created.", links={
-            name: _room_link(name)
-            for name in ("getRoomDetails", "getRoomMetadata", "updateRoomMetadata", "getSessionDetails",
-                         "validateRoom")
-        }),
+        "POST",
+        f"{SDK}/rooms/create-room",
+        create_room,
+        "createRoom",
+        "Create a room",
+        TAG,
+        status=201,
+        answer=Reply(
+            "The room was created.",
+            links={
+                name: _room_link(name)
+                for name in (
+                    "getRoomDetails",
+                    "getRoomMetadata",
+                    "updateRoomMetadata",
+                    "getSessionDetails",
+                    "validateRoom",
+                )
+            },
+        ),
         description="An empty body creates an unlocked room without metadata.",
     ),
     Operation(
-        "GET", f"{SDK}/rooms/get-rooms", get_rooms, "getRooms", "The project's rooms, a page at a time", TAG,
-        answer=Reply("A page of rooms, newest first."), query=(LIMIT, PAGE),
+        "GET",
+        f"{SDK}/rooms/get-rooms",
+        get_rooms,
+        "getRooms",
+        "The project's rooms, a page at a time",
+        TAG,
+        answer=Reply("A page of rooms, newest first."),
+        query=(LIMIT, PAGE),
     ),
     Operation(
-        "GET", f"{SDK}/rooms/room-details/{{roomId}}", room_details, "getRoomDetails", "One room", TAG,
-        answer=Reply("The room."), errors={404: NO_SUCH_ROOM}, path_params=(PATH_ROOM_ID,),
+        "GET",
+        f"{SDK}/rooms/room-details/{{roomId}}",
+        room_details,
+        "getRoomDetails",
+        "One room",
+        TAG,
+        answer=Reply("The room."),
+        errors={404: NO_SUCH_ROOM},
+        path_params=(PATH_ROOM_ID,),
     ),
     *_metadata_operations(f"{SDK}/rooms/metadata/{{roomId}}", ""),
     *_metadata_operations(f"{SDK}/rooms/metadata", "ByQuery"),
     Operation(
-        "GET", f"{SDK}/validate-room", validate_room, "validateRoom", "Whether a room exists in the project", TAG,
-        answer=Reply("`validated` tells whether the project has the room."), query=(ROOM_ID,),
+        "GET",
+        f"{SDK}/validate-room",
+        validate_room,
+        "validateRoom",
+        "Whether a room exists in the project",
+        TAG,
+        answer=Reply("`validated` tells whether the project has the room."),
+        query=(ROOM_ID,),
     ),
 )

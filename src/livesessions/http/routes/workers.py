@@ -58,7 +58,9 @@ class WorkerJob(Out):
     startedAt: EpochMillis
     stoppedAt: EpochMillis | None
     rtmpUrls: list[str]
-    mediaStatus: Annotated[MediaStatus, msgspec.Meta(description="The media part of a job, as external workers see it.")]
+    mediaStatus: Annotated[
+        MediaStatus, msgspec.Meta(description="The media part of a job, as external workers see it.")
+    ]
     workerId: str | None
     leaseExpiresAt: EpochMillis | None
     progress: Annotated[int, msgspec.Meta(ge=0, le=100)]
@@ -107,25 +109,35 @@ async def claim(request: Request, egress: EgressService, body: ClaimBody) -> Wor
 
 
 async def progress(request: Request, egress: EgressService, body: ProgressBody) -> WorkerJobReply:
-    job = await egress.progress(request.project_id, request.path_params["jobId"], body.workerId, body.progress,
-                                body.message)
+    job = await egress.progress(
+        request.project_id, request.path_params["jobId"], body.workerId, body.progress, body.message
+    )
     return WorkerJobReply(job=job_view(job))
 
 
 async def complete(request: Request, egress: EgressService, body: CompleteBody) -> WorkerJobReply:
-    job = await egress.complete(request.project_id, request.path_params["jobId"], body.workerId, body.location,
-                                body.size)
+    job = await egress.complete(
+        request.project_id, request.path_params["jobId"], body.workerId, body.location, body.size
+    )
     return WorkerJobReply(job=job_view(job))
 
 
 def _step(name: str, handler: Handler, summary: str) -> Operation:
     return Operation(
-        "POST", f"{V1}/workers/jobs/{{jobId}}/{name}", handler, f"{name}WorkerJob", summary, TAG,
+        "POST",
+        f"{V1}/workers/jobs/{{jobId}}/{name}",
+        handler,
+        f"{name}WorkerJob",
+        summary,
+        TAG,
         answer=Reply("The job now."),
         errors={
             404: Reply("No such job in the project.", ErrorMessage),
-            409: Reply("The job is claimed by another worker, finished, or no longer claimable; or this worker does "
-                       "not hold it (its lease may have run out).", ErrorMessage),
+            409: Reply(
+                "The job is claimed by another worker, finished, or no longer claimable; or this worker does "
+                "not hold it (its lease may have run out).",
+                ErrorMessage,
+            ),
         },
         path_params=(JOB_ID,),
     )
@@ -133,8 +145,14 @@ def _step(name: str, handler: Handler, summary: str) -> Operation:
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
-        "GET", f"{V1}/workers/jobs", list_jobs, "listWorkerJobs", "Jobs whose media part is in a given state", TAG,
-        answer=Reply("Jobs, oldest first."), query=(STATUS, LIMIT),
+        "GET",
+        f"{V1}/workers/jobs",
+        list_jobs,
+        "listWorkerJobs",
+        "Jobs whose media part is in a given state",
+        TAG,
+        answer=Reply("Jobs, oldest first."),
+        query=(STATUS, LIMIT),
     ),
     _step("claim", claim, "Claim a job's media part (a lease, renewed by progress reports)"),
     _step("progress", progress, "Report progress on a claimed job (renews the lease)"),
