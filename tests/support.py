@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 from eth_account import Account
@@ -135,7 +135,8 @@ class Server:
     def create_key_with_cli(self, wallet: str | None = None) -> str:
         """A key made by the real `livesessions keys create` command."""
         out = subprocess.run(
-            [str(BIN), "keys", "create", "--wallet", wallet or new_wallet(), "--data-dir", str(self.data_dir), "--json"],
+            [str(BIN), "keys", "create", "--wallet", wallet or new_wallet(),
+             "--data-dir", str(self.data_dir), "--json"],
             check=True,
             capture_output=True,
             text=True,
@@ -197,7 +198,7 @@ class LocalApp:
     `settings` are Settings fields; by default the grace period is 1 s and
     wrong keys are not throttled per address, as on a test `Server`."""
 
-    DEFAULTS: dict[str, Any] = {"grace_period": 1.0, "failed_auths_per_minute": 100_000}
+    DEFAULTS: ClassVar[dict[str, Any]] = {"grace_period": 1.0, "failed_auths_per_minute": 100_000}
 
     def __init__(self, data_dir: Path, **settings: Any) -> None:
         from livesessions.app import create_app
@@ -238,15 +239,20 @@ class LocalApp:
         return client
 
     def advance(self, seconds: float) -> None:
-        """Let time pass for the service: move its clock on, then run the
-        session expiry its maintenance tick runs (which would otherwise come
-        within a quarter of the grace period, in real time).
+        """Let time pass for the service: move its clock on, then run what its
+        maintenance tick would soon run in real time: sessions whose grace is
+        over end, media workers silent past their lease lose their jobs.
 
         Peer tokens are stamped with the service's clock but checked by PyJWT
         against real time, so a token minted after the clock moved on would
         not be valid yet: mint the tokens a test needs before advancing."""
         self.clock.advance(seconds)
-        self.run(self.services.keeper.expire())
+
+        async def tick() -> None:
+            await self.services.keeper.expire()
+            await self.services.egress.release_silent_workers()
+
+        self.run(tick())
 
     def create_key(self, wallet: str | None = None) -> str:
         async def create() -> str:
@@ -369,7 +375,8 @@ class LocalSocket:
         let go of the connection."""
         if self.closed is None:
             self.closed = (1000, "")
-            self._app.loop.call_soon_threadsafe(self._inbound.put_nowait, {"type": "websocket.disconnect", "code": 1000})
+            disconnect = {"type": "websocket.disconnect", "code": 1000}
+            self._app.loop.call_soon_threadsafe(self._inbound.put_nowait, disconnect)
 
         async def finished() -> None:
             await asyncio.wait_for(asyncio.shield(self._task), 5)

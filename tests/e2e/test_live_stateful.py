@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from websockets.sync.client import connect
 
-from support import Server, eventually
 from netfault import FreezableProxy
+from support import Server, eventually
 
 ROOMS_PER_PROJECT = 3
 
