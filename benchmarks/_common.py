@@ -115,17 +115,27 @@ class Service:
 
     def start(self) -> Service:
         args = [
-            str(LIVESESSIONS), "serve",
-            "--host", HOST,
-            "--port", str(self.port),
-            "--data-dir", str(self.data_dir),
-            "--rate-limit", str(self.rate_limit),
-            "--log-level", "warning",
+            str(LIVESESSIONS),
+            "serve",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--rate-limit",
+            str(self.rate_limit),
+            "--log-level",
+            "warning",
             # Every benchmark client comes from 127.0.0.1; thousands of peers
             # would trip the per-address cap, and a flood of churn the message
             # budget, which exist against hostile clients, not this one.
-            "--max-connections-per-client", "0",
-            "--peer-message-rate", "1000000", "--peer-message-burst", "1000000",
+            "--max-connections-per-client",
+            "0",
+            "--peer-message-rate",
+            "1000000",
+            "--peer-message-burst",
+            "1000000",
             *self.extra,
         ]
         self._log = open(self.log_path, "ab")
@@ -140,9 +150,19 @@ class Service:
 
     def create_key(self, wallet: str | None = None) -> str:
         out = subprocess.run(
-            [str(LIVESESSIONS), "keys", "create", "--wallet", wallet or new_wallet(),
-             "--data-dir", str(self.data_dir), "--json"],
-            check=True, capture_output=True, text=True,
+            [
+                str(LIVESESSIONS),
+                "keys",
+                "create",
+                "--wallet",
+                wallet or new_wallet(),
+                "--data-dir",
+                str(self.data_dir),
+                "--json",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
         return json.loads(out)["apiKey"]
 
@@ -177,7 +197,9 @@ class Api:
         self.key = key
         self.conn = http.client.HTTPConnection(HOST, port, timeout=30)
 
-    def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         all_headers = {"x-api-key": self.key} if self.key else {}
         all_headers.update(headers or {})
         data = None
@@ -241,7 +263,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (from /proc/<pid>/stat)."""
     text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
     utime, stime = int(fields[11]), int(fields[12])
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
 

@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     BENCH_DIR,
     HOST,
     Api,
@@ -66,8 +66,14 @@ def need_wrk() -> str:
 
 async def run_wrk(wrk: str, url: str, args: argparse.Namespace, headers: dict[str, str]) -> dict[str, Any]:
     cmd = [
-        wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s",
-        "--timeout", "5s", "-s", str(WRK_SCRIPT),
+        wrk,
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{args.duration}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(WRK_SCRIPT),
     ]
     for name, value in headers.items():
         cmd += ["-H", f"{name}: {value}"]
@@ -77,13 +83,15 @@ async def run_wrk(wrk: str, url: str, args: argparse.Namespace, headers: dict[st
     process = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = await process.communicate()
     text = out.decode()
-    line = next((l for l in text.splitlines() if l.startswith("WRKJSON ")), None)
+    line = next((row for row in text.splitlines() if row.startswith("WRKJSON ")), None)
     if process.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({process.returncode}): {text}\n{err.decode()}")
-    result = json.loads(line[len("WRKJSON "):])
+    result = json.loads(line[len("WRKJSON ") :])
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     result["non_2xx"] = result["errors_status"]  # wrk counts responses with status >= 400
-    result["socket_errors"] = sum(result[k] for k in ("errors_connect", "errors_read", "errors_write", "errors_timeout"))
+    result["socket_errors"] = sum(
+        result[k] for k in ("errors_connect", "errors_read", "errors_write", "errors_timeout")
+    )
     return result
 
 
@@ -102,12 +110,14 @@ async def hold_peers(ws_base: str, tokens: list[str]) -> list[Any]:
 
 async def drain(peers: list[Any]) -> None:
     """Read (and drop) whatever the server sends the held peers."""
+
     async def one(ws: Any) -> None:
         try:
             async for _ in ws:
                 pass
         except Exception:  # noqa: BLE001 - a closed peer is checked afterwards
             pass
+
     await asyncio.gather(*(one(ws) for ws in peers))
 
 
@@ -144,7 +154,8 @@ async def main_async(args: argparse.Namespace) -> int:
 
         raw = subprocess.Popen(
             [sys.executable, str(BENCH_DIR / "raw_asgi.py"), "--host", HOST, "--port", str(raw_port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
         )
         wait_http_ok(raw_port, "/", raw)
 
@@ -190,8 +201,10 @@ async def main_async(args: argparse.Namespace) -> int:
         for r in results:
             r["ratio_to_raw"] = r["rps"] / base_rps if base_rps else None
 
-        header = (f"{'target':<34} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'sock err':>8} "
-                  f"{'srv CPU':>8} {'vs raw':>7}")
+        header = (
+            f"{'target':<34} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'sock err':>8} "
+            f"{'srv CPU':>8} {'vs raw':>7}"
+        )
         print()
         print(header)
         print("-" * len(header))
@@ -202,12 +215,18 @@ async def main_async(args: argparse.Namespace) -> int:
                 f"{r['ratio_to_raw']:>7.2f}"
             )
         print()
-        print(f"load average (1 min) before/after the load: {load_before[0]:.2f} / {load_after[0]:.2f} "
-              f"on {os.cpu_count()} CPUs (anything else running skews the figures)")
-        print(f"live-sessions list body: {list_bytes} bytes for {len(live)} rooms; "
-              f"live rooms after the load: {len(live_after)}")
-        print(f"server RSS: {rss_idle / 1024:.1f} MiB idle (key made), {rss_with_peers / 1024:.1f} MiB with "
-              f"{args.rooms} peers, {rss_after / 1024:.1f} MiB after the load")
+        print(
+            f"load average (1 min) before/after the load: {load_before[0]:.2f} / {load_after[0]:.2f} "
+            f"on {os.cpu_count()} CPUs (anything else running skews the figures)"
+        )
+        print(
+            f"live-sessions list body: {list_bytes} bytes for {len(live)} rooms; "
+            f"live rooms after the load: {len(live_after)}"
+        )
+        print(
+            f"server RSS: {rss_idle / 1024:.1f} MiB idle (key made), {rss_with_peers / 1024:.1f} MiB with "
+            f"{args.rooms} peers, {rss_after / 1024:.1f} MiB after the load"
+        )
 
         problems = []
         notes = []
@@ -215,8 +234,10 @@ async def main_async(args: argparse.Namespace) -> int:
             if r["socket_errors"] or (r["non_2xx"] and not (args.rate_limit and "x-api-key" in r["headers"])):
                 problems.append(f"{r['name']}: {r['non_2xx']} non-2xx, {r['socket_errors']} socket errors")
             elif r["non_2xx"]:
-                notes.append(f"{r['name']}: {r['non_2xx']} of {r['requests']} answered >= 400 (expected: the "
-                             f"per-key limiter at --rate-limit {args.rate_limit}/s answers 429)")
+                notes.append(
+                    f"{r['name']}: {r['non_2xx']} of {r['requests']} answered >= 400 (expected: the "
+                    f"per-key limiter at --rate-limit {args.rate_limit}/s answers 429)"
+                )
         for n in notes:
             print(f"NOTE: {n}")
         if len(live_after) != args.rooms:
@@ -227,25 +248,34 @@ async def main_async(args: argparse.Namespace) -> int:
         for p in problems:
             print(f"PROBLEM: {p}")
 
-        path = write_json(args.output, {
-            "benchmark": "hot_gets",
-            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": machine_info(),
-            "settings": {"duration_s": args.duration, "threads": args.threads, "connections": args.connections,
-                         "rooms": args.rooms, "rate_limit": args.rate_limit, "repeat": args.repeat},
-            "loadavg_before": list(load_before),
-            "loadavg_after": list(load_after),
-            "results": results,
-            "all_runs": runs,
-            "live_rooms_before": len(live),
-            "live_rooms_after": len(live_after),
-            "list_body_bytes": list_bytes,
-            "single_body": one,
-            "health_body": health,
-            "server_rss_kib": {"idle": rss_idle, "with_peers": rss_with_peers, "after_load": rss_after},
-            "problems": problems,
-            "notes": notes,
-        })
+        path = write_json(
+            args.output,
+            {
+                "benchmark": "hot_gets",
+                "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "machine": machine_info(),
+                "settings": {
+                    "duration_s": args.duration,
+                    "threads": args.threads,
+                    "connections": args.connections,
+                    "rooms": args.rooms,
+                    "rate_limit": args.rate_limit,
+                    "repeat": args.repeat,
+                },
+                "loadavg_before": list(load_before),
+                "loadavg_after": list(load_after),
+                "results": results,
+                "all_runs": runs,
+                "live_rooms_before": len(live),
+                "live_rooms_after": len(live_after),
+                "list_body_bytes": list_bytes,
+                "single_body": one,
+                "health_body": health,
+                "server_rss_kib": {"idle": rss_idle, "with_peers": rss_with_peers, "after_load": rss_after},
+                "problems": problems,
+                "notes": notes,
+            },
+        )
         print(f"wrote {path}")
         return 1 if problems else 0
     finally:
@@ -266,12 +296,23 @@ def main() -> int:
     parser.add_argument("--rooms", type=int, default=20, help="live rooms, one held peer each (default 20)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
-    parser.add_argument("--rate-limit", type=float, default=0.0,
-                        help="the service's --rate-limit per key (default 0 = off, to measure the routes)")
-    parser.add_argument("--output", default="hot_gets.json",
-                        help="file name under benchmarks/results/ for the JSON (default hot_gets.json)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="run the whole target sequence this many times; report each target's median (default 1)")
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=0.0,
+        help="the service's --rate-limit per key (default 0 = off, to measure the routes)",
+    )
+    parser.add_argument(
+        "--output",
+        default="hot_gets.json",
+        help="file name under benchmarks/results/ for the JSON (default hot_gets.json)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the whole target sequence this many times; report each target's median (default 1)",
+    )
     args = parser.parse_args()
     if args.rooms < 1 or args.duration < 1 or args.repeat < 1:
         parser.error("--rooms and --duration must be at least 1")

@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Api, Service, machine_info, memory_kib, rss_kib, write_json  # noqa: E402
+from _common import Api, Service, machine_info, memory_kib, rss_kib, write_json
 
 
 async def join(ws_base: str, token: str, gate: asyncio.Semaphore, compression: str | None) -> Any:
@@ -95,39 +95,57 @@ async def main_async(args: argparse.Namespace) -> int:
                 t0 = time.perf_counter()
                 api.live_sessions()
                 timings.append((time.perf_counter() - t0) * 1000)
-            status, body = api.request("GET", "/api/v2/sdk/live-sessions")
+            _status, body = api.request("GET", "/api/v2/sdk/live-sessions")
             body_bytes = len(json.dumps(body, separators=(",", ":")))
 
             t = time.perf_counter()
-            await asyncio.gather(*(leave(ws, r) for ws, r in zip(peers, readers)))
+            await asyncio.gather(*(leave(ws, r) for ws, r in zip(peers, readers, strict=False)))
             leave_s = time.perf_counter() - t
             peers, readers = [], []
             live_after = api.live_sessions()
             after = settle_rss(service.pid)
             parts = memory_kib(service.pid)
-            rounds.append({"memory_after_leave_kib": parts, "round": round_no, "rss_before_kib": before, "rss_with_peers_kib": with_peers,
-                           "rss_after_leave_kib": after, "join_all_s": join_s, "leave_all_s": leave_s,
-                           "live_rooms_with_peers": len(live), "live_rooms_after_leave": len(live_after),
-                           "list_get_ms": timings})
-            print(f"round {round_no}: {args.peers} peers in {n_rooms} rooms joined in {join_s:.1f} s, "
-                  f"left in {leave_s:.1f} s; RSS {before / 1024:.1f} -> {with_peers / 1024:.1f} MiB with peers "
-                  f"-> {after / 1024:.1f} MiB after all left (anon {parts['RssAnon'] / 1024:.1f}, "
-                  f"file {parts['RssFile'] / 1024:.1f}, shmem {parts['RssShmem'] / 1024:.1f}); "
-                  f"live rooms {len(live)} -> {len(live_after)}",
-                  flush=True)
+            rounds.append(
+                {
+                    "memory_after_leave_kib": parts,
+                    "round": round_no,
+                    "rss_before_kib": before,
+                    "rss_with_peers_kib": with_peers,
+                    "rss_after_leave_kib": after,
+                    "join_all_s": join_s,
+                    "leave_all_s": leave_s,
+                    "live_rooms_with_peers": len(live),
+                    "live_rooms_after_leave": len(live_after),
+                    "list_get_ms": timings,
+                }
+            )
+            print(
+                f"round {round_no}: {args.peers} peers in {n_rooms} rooms joined in {join_s:.1f} s, "
+                f"left in {leave_s:.1f} s; RSS {before / 1024:.1f} -> {with_peers / 1024:.1f} MiB with peers "
+                f"-> {after / 1024:.1f} MiB after all left (anon {parts['RssAnon'] / 1024:.1f}, "
+                f"file {parts['RssFile'] / 1024:.1f}, shmem {parts['RssShmem'] / 1024:.1f}); "
+                f"live rooms {len(live)} -> {len(live_after)}",
+                flush=True,
+            )
             if len(live) != n_rooms or live_after:
                 break
 
         rss["with_peers"] = rounds[0]["rss_with_peers_kib"]
         rss["after_leave"] = rounds[-1]["rss_after_leave_kib"]
         per_peer = (rss["with_peers"] - rounds[0]["rss_before_kib"]) / args.peers
-        print(f"server RSS (MiB): idle {rss['idle'] / 1024:.1f}, after {n_rooms} rooms "
-              f"{rss['rooms_created'] / 1024:.1f}, with {args.peers} live peers {rss['with_peers'] / 1024:.1f} "
-              f"(first round), after the last round {rss['after_leave'] / 1024:.1f}")
-        print(f"  ~{per_peer:.1f} KiB per live peer (first round: with peers - before joins); "
-              f"client permessage-deflate {'off' if args.no_compression else 'on'}")
-        print(f"GET live-sessions with {len(live)} live rooms: {body_bytes} bytes, "
-              f"{min(timings):.1f}-{max(timings):.1f} ms per request (single client)")
+        print(
+            f"server RSS (MiB): idle {rss['idle'] / 1024:.1f}, after {n_rooms} rooms "
+            f"{rss['rooms_created'] / 1024:.1f}, with {args.peers} live peers {rss['with_peers'] / 1024:.1f} "
+            f"(first round), after the last round {rss['after_leave'] / 1024:.1f}"
+        )
+        print(
+            f"  ~{per_peer:.1f} KiB per live peer (first round: with peers - before joins); "
+            f"client permessage-deflate {'off' if args.no_compression else 'on'}"
+        )
+        print(
+            f"GET live-sessions with {len(live)} live rooms: {body_bytes} bytes, "
+            f"{min(timings):.1f}-{max(timings):.1f} ms per request (single client)"
+        )
 
         problems = []
         if len(live) != n_rooms:
@@ -139,18 +157,21 @@ async def main_async(args: argparse.Namespace) -> int:
             problems.append(f"server log has {len(log_problems)} error lines, e.g. {log_problems[0]}")
         for p in problems:
             print(f"PROBLEM: {p}")
-        path = write_json("peer_memory.json", {
-            "benchmark": "peer_memory",
-            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": machine_info(),
-            "settings": {"peers": args.peers, "rooms": n_rooms},
-            "server_rss_kib": rss,
-            "kib_per_live_peer": per_peer,
-            "client_compression": not args.no_compression,
-            "rounds": rounds,
-            "list_body_bytes": body_bytes,
-            "problems": problems,
-        })
+        path = write_json(
+            "peer_memory.json",
+            {
+                "benchmark": "peer_memory",
+                "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "machine": machine_info(),
+                "settings": {"peers": args.peers, "rooms": n_rooms},
+                "server_rss_kib": rss,
+                "kib_per_live_peer": per_peer,
+                "client_compression": not args.no_compression,
+                "rounds": rounds,
+                "list_body_bytes": body_bytes,
+                "problems": problems,
+            },
+        )
         print(f"wrote {path}")
         return 1 if problems else 0
     finally:
@@ -168,10 +189,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peers", type=int, default=1000, help="live peers to hold (default 1000)")
     parser.add_argument("--rooms", type=int, default=0, help="rooms they are spread over (default: one per peer)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="join-everyone / leave-everyone rounds, to tell a leak from a high-water mark (default 3)")
-    parser.add_argument("--no-compression", action="store_true",
-                        help="peers do not offer permessage-deflate (default: offer it, as browsers do)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="join-everyone / leave-everyone rounds, to tell a leak from a high-water mark (default 3)",
+    )
+    parser.add_argument(
+        "--no-compression",
+        action="store_true",
+        help="peers do not offer permessage-deflate (default: offer it, as browsers do)",
+    )
     args = parser.parse_args()
     if args.rounds < 1 or args.peers < 1 or args.rooms < 0:
         parser.error("--peers must be positive")

@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Api, Service, cpu_seconds, machine_info, percentile, rss_kib, write_json  # noqa: E402
+from _common import Api, Service, cpu_seconds, machine_info, percentile, rss_kib, write_json
 
 STEP_TIMEOUT = 10.0
 
@@ -52,8 +52,9 @@ async def one_cycle(ws_base: str, token: str, stats: Stats, compression: str | N
     from websockets.exceptions import ConnectionClosed
 
     t0 = time.perf_counter()
-    ws = await connect(f"{ws_base}/ws?token={token}", open_timeout=STEP_TIMEOUT, ping_interval=None,
-                       compression=compression)
+    ws = await connect(
+        f"{ws_base}/ws?token={token}", open_timeout=STEP_TIMEOUT, ping_interval=None, compression=compression
+    )
     try:
         first = json.loads(await asyncio.wait_for(ws.recv(), STEP_TIMEOUT))
         t1 = time.perf_counter()
@@ -84,7 +85,7 @@ async def worker(
         token = tokens.popleft()
         try:
             await one_cycle(ws_base, token, stats, compression)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             stats.failures["timeout"] += 1
         except Exception as exc:  # noqa: BLE001 - counted and reported
             stats.failures[f"{type(exc).__name__}: {str(exc)[:80]}"] += 1
@@ -115,9 +116,12 @@ async def main_async(args: argparse.Namespace) -> int:
             w = n % args.workers
             queues[w].append(api.peer_token(rooms[w % len(rooms)]))
         token_s = time.perf_counter() - t
-        print(f"pre-created {args.count} peer tokens in {token_s:.1f} s ({args.count / token_s:.0f}/s, not timed); "
-              f"{args.workers} workers, {len(rooms)} rooms, cap {args.duration} s, client permessage-deflate "
-              f"{'off' if args.no_compression else 'on'}", flush=True)
+        print(
+            f"pre-created {args.count} peer tokens in {token_s:.1f} s ({args.count / token_s:.0f}/s, not timed); "
+            f"{args.workers} workers, {len(rooms)} rooms, cap {args.duration} s, client permessage-deflate "
+            f"{'off' if args.no_compression else 'on'}",
+            flush=True,
+        )
 
         stats = Stats()
         cpu0 = cpu_seconds(service.pid)
@@ -138,8 +142,13 @@ async def main_async(args: argparse.Namespace) -> int:
             "benchmark": "ws_churn",
             "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "machine": machine_info(),
-            "settings": {"workers": args.workers, "count": args.count, "duration_cap_s": args.duration,
-                         "rooms": len(rooms), "client_compression": not args.no_compression},
+            "settings": {
+                "workers": args.workers,
+                "count": args.count,
+                "duration_cap_s": args.duration,
+                "rooms": len(rooms),
+                "client_compression": not args.no_compression,
+            },
             "elapsed_s": elapsed,
             "cycles": cycles,
             "cycles_per_s": cycles / elapsed,
@@ -160,12 +169,17 @@ async def main_async(args: argparse.Namespace) -> int:
         print()
         print(f"cycles (join + leave) completed: {cycles} in {elapsed:.2f} s")
         print(f"  {result['cycles_per_s']:.0f} cycles/s = {result['joins_plus_leaves_per_s']:.0f} joins+leaves/s")
-        print(f"  join latency  (connect -> joined): p50 {jl['p50_ms']:.2f} ms  p99 {jl['p99_ms']:.2f} ms  "
-              f"max {jl['max_ms']:.2f} ms")
-        print(f"  leave latency (leave -> close):    p50 {ll['p50_ms']:.2f} ms  p99 {ll['p99_ms']:.2f} ms  "
-              f"max {ll['max_ms']:.2f} ms")
-        print(f"  server CPU while churning: {server_cpu * 100:.0f}% of one core "
-              f"(the client shares this machine's cores)")
+        print(
+            f"  join latency  (connect -> joined): p50 {jl['p50_ms']:.2f} ms  p99 {jl['p99_ms']:.2f} ms  "
+            f"max {jl['max_ms']:.2f} ms"
+        )
+        print(
+            f"  leave latency (leave -> close):    p50 {ll['p50_ms']:.2f} ms  p99 {ll['p99_ms']:.2f} ms  "
+            f"max {ll['max_ms']:.2f} ms"
+        )
+        print(
+            f"  server CPU while churning: {server_cpu * 100:.0f}% of one core (the client shares this machine's cores)"
+        )
         print(f"  close codes: {dict(stats.close_codes)}")
         print(f"  failures: {dict(stats.failures) or 'none'}")
         print(f"  live sessions right after: {len(live_now)}, 1 s later: {len(live_later)}")
@@ -178,8 +192,10 @@ async def main_async(args: argparse.Namespace) -> int:
         if unexpected:
             problems.append(f"unexpected close codes: {unexpected}")
         if live_now or live_later:
-            problems.append(f"leaked live sessions: {len(live_now)} right after, {len(live_later)} 1 s later: "
-                            f"{live_later or live_now}")
+            problems.append(
+                f"leaked live sessions: {len(live_now)} right after, {len(live_later)} 1 s later: "
+                f"{live_later or live_now}"
+            )
         log_problems = service.log_problems()
         if log_problems:
             problems.append(f"server log has {len(log_problems)} error lines, e.g. {log_problems[0]}")
@@ -198,10 +214,14 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=16, help="concurrent peers churning (default 16)")
     parser.add_argument("--count", type=int, default=2000, help="joins in total, tokens pre-created (default 2000)")
     parser.add_argument("--duration", type=float, default=15.0, help="stop after this many seconds anyway (default 15)")
-    parser.add_argument("--rooms", type=int, default=0,
-                        help="rooms the workers use, round-robin (default: one per worker)")
-    parser.add_argument("--no-compression", action="store_true",
-                        help="peers do not offer permessage-deflate (default: offer it, as browsers do)")
+    parser.add_argument(
+        "--rooms", type=int, default=0, help="rooms the workers use, round-robin (default: one per worker)"
+    )
+    parser.add_argument(
+        "--no-compression",
+        action="store_true",
+        help="peers do not offer permessage-deflate (default: offer it, as browsers do)",
+    )
     args = parser.parse_args()
     if args.workers < 1 or args.count < 1 or args.duration <= 0 or args.rooms < 0:
         parser.error("--workers, --count and --duration must be positive")

@@ -39,8 +39,19 @@ from livesessions.clock import now_ms
 from livesessions.config import Settings
 
 __all__ = [
-    "BIN", "LocalApp", "LocalSocket", "ManualClock", "Peer", "Project", "Server",
-    "create_key", "eventually", "free_port", "new_wallet", "sign", "wait_closed",
+    "BIN",
+    "LocalApp",
+    "LocalSocket",
+    "ManualClock",
+    "Peer",
+    "Project",
+    "Server",
+    "create_key",
+    "eventually",
+    "free_port",
+    "new_wallet",
+    "sign",
+    "wait_closed",
 ]
 
 BIN = Path(sys.executable).parent / "livesessions"
@@ -89,8 +100,13 @@ class Server:
         self.data_dir = data_dir
         # Every test client comes from 127.0.0.1: the per-address limit on
         # wrong keys is raised here and tested on servers of its own.
-        self.options = {"grace-period": 1.0, "ping-interval": 0.5, "ping-timeout": 0.5,
-                        "failed-auths-per-minute": 100_000, **options}
+        self.options = {
+            "grace-period": 1.0,
+            "ping-interval": 0.5,
+            "ping-timeout": 0.5,
+            "failed-auths-per-minute": 100_000,
+            **options,
+        }
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.ws_base = f"ws://127.0.0.1:{self.port}"
@@ -135,8 +151,16 @@ class Server:
     def create_key_with_cli(self, wallet: str | None = None) -> str:
         """A key made by the real `livesessions keys create` command."""
         out = subprocess.run(
-            [str(BIN), "keys", "create", "--wallet", wallet or new_wallet(),
-             "--data-dir", str(self.data_dir), "--json"],
+            [
+                str(BIN),
+                "keys",
+                "create",
+                "--wallet",
+                wallet or new_wallet(),
+                "--data-dir",
+                str(self.data_dir),
+                "--json",
+            ],
             check=True,
             capture_output=True,
             text=True,
@@ -181,8 +205,9 @@ class _LocalTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         chunks = [bytes(chunk) for chunk in request.stream]  # type: ignore[union-attr]
-        forwarded = httpx.Request(request.method, request.url, headers=request.headers, stream=_Chunks(chunks),
-                                  extensions=request.extensions)
+        forwarded = httpx.Request(
+            request.method, request.url, headers=request.headers, stream=_Chunks(chunks), extensions=request.extensions
+        )
 
         async def exchange() -> tuple[int, httpx.Headers, bytes]:
             response = await self._asgi.handle_async_request(forwarded)
@@ -309,10 +334,19 @@ class LocalSocket:
         self._app = app
         self.closed: tuple[int | None, str | None] | None = None
         scope = {
-            "type": "websocket", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
-            "scheme": "ws", "path": path, "raw_path": path.encode(), "root_path": "",
-            "query_string": f"token={token}".encode(), "headers": [(b"host", b"127.0.0.1:8080")],
-            "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8080), "subprotocols": [], "state": {},
+            "type": "websocket",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "scheme": "ws",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": f"token={token}".encode(),
+            "headers": [(b"host", b"127.0.0.1:8080")],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8080),
+            "subprotocols": [],
+            "state": {},
         }
 
         async def start() -> None:
@@ -357,8 +391,11 @@ class LocalSocket:
     def send(self, message: str | bytes) -> None:
         if self.closed is not None:
             raise LocalClosed(*self.closed)
-        event = {"type": "websocket.receive", "text": message} if isinstance(message, str) else \
-            {"type": "websocket.receive", "bytes": message}
+        event = (
+            {"type": "websocket.receive", "text": message}
+            if isinstance(message, str)
+            else {"type": "websocket.receive", "bytes": message}
+        )
         self._app.loop.call_soon_threadsafe(self._inbound.put_nowait, event)
 
     def wait_closed(self, timeout: float = 5) -> tuple[int | None, str | None]:

@@ -41,8 +41,17 @@ def test_wrong_types_are_400_with_zod_issues(project: Project) -> None:
     assert response.status_code == 400
     assert response.json() == {
         "success": False,
-        "error": {"issues": [{"code": "invalid_type", "expected": "boolean", "received": "string",
-                              "path": ["roomLocked"], "message": "Expected boolean, received string"}]},
+        "error": {
+            "issues": [
+                {
+                    "code": "invalid_type",
+                    "expected": "boolean",
+                    "received": "string",
+                    "path": ["roomLocked"],
+                    "message": "Expected boolean, received string",
+                }
+            ]
+        },
     }
     for body in ([], "x", 5, {"metadata": 5}, {"metadata": "not json"}, {"metadata": "[1, 2]"}):
         response = project.post("/api/v2/sdk/rooms/create-room", json=body)
@@ -80,7 +89,9 @@ def test_integers_beyond_64_bits_in_metadata_are_400(project: Project) -> None:
     assert response.json()["error"]["issues"][0]["path"] == ["metadata"]
     room = project.create_room()
     assert project.post(f"/api/v2/sdk/rooms/metadata/{room}", json={"metadata": {"a": huge}}).status_code == 400
-    assert project.post("/api/v2/sdk/create-peer-token", json={"roomId": room, "metadata": {"a": huge}}).status_code == 400
+    assert (
+        project.post("/api/v2/sdk/create-peer-token", json={"roomId": room, "metadata": {"a": huge}}).status_code == 400
+    )
     peer = project.join(room)
     # Over the WebSocket, such a number is read as a float, as JSON.parse would.
     peer.ws.send('{"type": "update-metadata", "metadata": {"a": 123456789012345678901234567890}}')

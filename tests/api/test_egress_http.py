@@ -192,13 +192,20 @@ def test_media_workers_claim_report_and_complete(proj: Project) -> None:
     assert proj.get("/api/v1/workers/jobs").json()["jobs"] == []
     progress = proj.post(f"/api/v1/workers/jobs/{job_id}/progress", json={"workerId": "w1", "progress": 40})
     assert progress.json()["job"]["progress"] == 40
-    assert proj.post(f"/api/v1/workers/jobs/{job_id}/progress", json={"workerId": "w2", "progress": 50}).status_code == 409
-    assert proj.post(f"/api/v1/workers/jobs/{job_id}/progress", json={"workerId": "w1", "progress": 101}).status_code == 400
+    assert (
+        proj.post(f"/api/v1/workers/jobs/{job_id}/progress", json={"workerId": "w2", "progress": 50}).status_code == 409
+    )
+    assert (
+        proj.post(f"/api/v1/workers/jobs/{job_id}/progress", json={"workerId": "w1", "progress": 101}).status_code
+        == 400
+    )
     proj.post(STOP, json={"roomId": room})
     too_big = {"workerId": "w1", "location": "s3://bucket/rec.mp4", "size": 2**63}
     assert proj.post(f"/api/v1/workers/jobs/{job_id}/complete", json=too_big).status_code == 400
-    done = proj.post(f"/api/v1/workers/jobs/{job_id}/complete",
-                     json={"workerId": "w1", "location": "s3://bucket/rec.mp4", "size": 1234})
+    done = proj.post(
+        f"/api/v1/workers/jobs/{job_id}/complete",
+        json={"workerId": "w1", "location": "s3://bucket/rec.mp4", "size": 1234},
+    )
     assert done.status_code == 200 and done.json()["job"]["mediaStatus"] == "completed"
     (item,) = proj.get("/api/v2/sdk/recordings").json()["recordings"]
     assert (item["mediaUrl"], item["mediaSize"]) == ("s3://bucket/rec.mp4", 1234)
@@ -215,7 +222,10 @@ def test_a_silent_worker_loses_its_claim(proj: Project, egress_server: LocalApp)
     assert proj.post(f"/api/v1/workers/jobs/{job_id}/claim", json={"workerId": "sleepy"}).status_code == 200
     egress_server.advance(2.0)  # the lease is 1 s on this server
     assert [j["id"] for j in proj.get("/api/v1/workers/jobs").json()["jobs"]] == [job_id]
-    assert proj.post(f"/api/v1/workers/jobs/{job_id}/progress", json={"workerId": "sleepy", "progress": 5}).status_code == 409
+    assert (
+        proj.post(f"/api/v1/workers/jobs/{job_id}/progress", json={"workerId": "sleepy", "progress": 5}).status_code
+        == 409
+    )
     assert proj.post(f"/api/v1/workers/jobs/{job_id}/claim", json={"workerId": "awake"}).status_code == 200
     # another project's worker sees none of it
     assert egress_server.project().get("/api/v1/workers/jobs", params={"status": "claimed"}).json()["jobs"] == []
@@ -231,8 +241,9 @@ def test_recordings_page_with_a_cursor(proj: Project) -> None:
         proj.post(STOP, json={"roomId": room})
     first = proj.get("/api/v2/sdk/recordings", params={"sessionId": peer.session_id, "limit": 2}).json()
     assert [r["id"] for r in first["recordings"]] == ids[::-1][:2]
-    rest = proj.get("/api/v2/sdk/recordings", params={"sessionId": peer.session_id, "limit": 2,
-                                                      "cursor": first["nextCursor"]}).json()
+    rest = proj.get(
+        "/api/v2/sdk/recordings", params={"sessionId": peer.session_id, "limit": 2, "cursor": first["nextCursor"]}
+    ).json()
     assert [r["id"] for r in rest["recordings"]] == ids[:1] and rest["nextCursor"] is None
     assert proj.get("/api/v2/sdk/recordings", params={"sessionId": "ses_other"}).json()["recordings"] == []
     for bad in ({"limit": 0}, {"cursor": "x"}):

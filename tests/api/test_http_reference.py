@@ -99,8 +99,11 @@ def test_health_and_readiness(tmp_path: Path) -> None:
 
 
 def test_every_kind_of_refusal_has_one_status() -> None:
-    kinds = {kind for kind in vars(errors).values()
-             if isinstance(kind, type) and issubclass(kind, errors.Refused) and kind is not errors.Refused}
+    kinds = {
+        kind
+        for kind in vars(errors).values()
+        if isinstance(kind, type) and issubclass(kind, errors.Refused) and kind is not errors.Refused
+    }
     assert kinds == set(STATUS_OF)
     assert len(set(STATUS_OF.values())) == len(STATUS_OF)
 
@@ -108,16 +111,20 @@ def test_every_kind_of_refusal_has_one_status() -> None:
 def test_refusals_are_answered_by_kind(tmp_path: Path) -> None:
     async def check(client: httpx.AsyncClient, services: Services) -> None:
         # The domain's Conflict, as egress raises it: a room that is not live.
-        key, _ = await services.api_keys.create((await services.store.project_for_wallet("0x" + "2" * 40, 1)).project_id,
-                                                "test", 1)
+        key, _ = await services.api_keys.create(
+            (await services.store.project_for_wallet("0x" + "2" * 40, 1)).project_id, "test", 1
+        )
         headers = {"x-api-key": key}
         room = (await client.post("/api/v2/sdk/rooms/create-room", headers=headers)).json()["data"]["roomId"]
         token = (await client.post("/api/v2/sdk/create-peer-token", headers=headers, json={"roomId": room})).json()
-        started = await client.post("/api/v1/recording/start", headers=headers,
-                                    json={"roomId": room, "token": token["token"]})
+        started = await client.post(
+            "/api/v1/recording/start", headers=headers, json={"roomId": room, "token": token["token"]}
+        )
         assert started.status_code == 409
-        assert started.json() == {"ok": False,
-                                  "message": "the room is not live: only a live room can be recorded or streamed"}
+        assert started.json() == {
+            "ok": False,
+            "message": "the room is not live: only a live room can be recorded or streamed",
+        }
         # Unauthorized, from the same place: a token that is not a token.
         forged = await client.post("/api/v1/recording/start", headers=headers, json={"roomId": room, "token": "x"})
         assert forged.status_code == 401 and forged.json()["ok"] is False

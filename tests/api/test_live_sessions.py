@@ -56,7 +56,10 @@ def test_participants_of_a_live_room(project: Project) -> None:
     b = project.join(room, metadata="b")
     body = project.get(f"/api/v2/sdk/live-sessions/participants/{room}").json()
     assert body["count"] == 2
-    assert [(p["peerId"], p["metadata"]) for p in body["participants"]] == [(a.peer_id, '{"name":"a"}'), (b.peer_id, "b")]
+    assert [(p["peerId"], p["metadata"]) for p in body["participants"]] == [
+        (a.peer_id, '{"name":"a"}'),
+        (b.peer_id, "b"),
+    ]
     assert all(isinstance(p["joinTime"], int) for p in body["participants"])
     a.close()
     b.close()

@@ -27,7 +27,10 @@ def test_create_room_with_object_string_or_no_metadata(project: Project) -> None
     assert bare.status_code == 201
     bare_id = bare.json()["data"]["roomId"]
     assert project.get(f"/api/v2/sdk/rooms/room-details/{bare_id}").json() == {
-        "roomId": bare_id, "roomLocked": False, "metadata": None}
+        "roomId": bare_id,
+        "roomLocked": False,
+        "metadata": None,
+    }
 
 
 def test_room_ids_are_unique(project: Project) -> None:
@@ -39,7 +42,13 @@ def test_get_rooms_pages_newest_first(project: Project) -> None:
     rooms = [project.create_room() for _ in range(5)]
     first = project.get("/api/v2/sdk/rooms/get-rooms", params={"limit": 2}).json()
     assert [r["roomId"] for r in first["rooms"]] == rooms[::-1][:2]
-    assert (first["pageSize"], first["current"], first["nextCursor"], first["prevCursor"], first["count"]) == (2, 1, 2, None, 5)
+    assert (first["pageSize"], first["current"], first["nextCursor"], first["prevCursor"], first["count"]) == (
+        2,
+        1,
+        2,
+        None,
+        5,
+    )
     last = project.get("/api/v2/sdk/rooms/get-rooms", params={"limit": 2, "cursor": 3}).json()
     assert [r["roomId"] for r in last["rooms"]] == [rooms[0]]
     assert (last["nextCursor"], last["prevCursor"]) == (None, 2)
@@ -72,7 +81,10 @@ def test_validate_room(project: Project, other_project: Project) -> None:
     theirs = other_project.create_room()
     assert project.get("/api/v2/sdk/validate-room", params={"roomId": room}).json() == {"ok": True, "validated": True}
     for other in (theirs, "abc-defg-hij", "nonsense"):
-        assert project.get("/api/v2/sdk/validate-room", params={"roomId": other}).json() == {"ok": True, "validated": False}
+        assert project.get("/api/v2/sdk/validate-room", params={"roomId": other}).json() == {
+            "ok": True,
+            "validated": False,
+        }
     assert project.get("/api/v2/sdk/validate-room").status_code == 400
 
 

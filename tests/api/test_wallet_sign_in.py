@@ -28,8 +28,15 @@ def nonce(server: LocalApp) -> str:
 
 
 def message(server: LocalApp, account: Any, **overrides: Any) -> str:
-    fields = dict(domain=f"127.0.0.1:{server.port}", address=account.address, uri=server.base, chain_id=1,
-                  nonce=nonce(server), issued_at=format_time(int(time.time() * 1000)), statement="Sign in")
+    fields = {
+        "domain": f"127.0.0.1:{server.port}",
+        "address": account.address,
+        "uri": server.base,
+        "chain_id": 1,
+        "nonce": nonce(server),
+        "issued_at": format_time(int(time.time() * 1000)),
+        "statement": "Sign in",
+    }
     fields.update(overrides)
     return SiweMessage(**fields).text()
 
@@ -85,7 +92,9 @@ def test_keys_are_listed_masked_created_and_revoked_at_once(auth_server: LocalAp
     assert [k["name"] for k in client.get("/api/v2/keys").json()["keys"]] == ["first key"]
     assert client.delete(f"/api/v2/keys/{ci_id}").status_code == 404
     # the other key of the project still works
-    assert auth_server.http.get("/api/v2/sdk/live-sessions", headers={"x-api-key": session["apiKey"]}).status_code == 200
+    assert (
+        auth_server.http.get("/api/v2/sdk/live-sessions", headers={"x-api-key": session["apiKey"]}).status_code == 200
+    )
 
 
 def test_revocation_holds_for_requests_queued_behind_it(auth_server: LocalApp) -> None:
@@ -127,7 +136,10 @@ def test_key_routes_need_an_account_session(auth_server: LocalApp) -> None:
     for bad in ({}, {"name": ""}, {"name": "x" * 101}, {"name": 5}):
         assert client.post("/api/v2/keys", json=bad).status_code == 400
     # an API key is not an account session
-    assert auth_server.http.get("/api/v2/keys", headers={"authorization": f"Bearer {session['apiKey']}"}).status_code == 401
+    assert (
+        auth_server.http.get("/api/v2/keys", headers={"authorization": f"Bearer {session['apiKey']}"}).status_code
+        == 401
+    )
 
 
 def _refused(server: LocalApp, text: str, signature: str, status: int, reason: str) -> None:
@@ -164,7 +176,11 @@ def test_bad_sign_ins_are_refused_with_a_reason(auth_server: LocalApp) -> None:
         _refused(auth_server, text, signature, status, reason)
     text = message(auth_server, account)
     good = sign(text, account.key)
-    for signature, reason in (("0x1234", "130 hex"), (good[:-2] + "zz", "130 hex"), ("0x" + "00" * 65, "cannot be recovered")):
+    for signature, reason in (
+        ("0x1234", "130 hex"),
+        (good[:-2] + "zz", "130 hex"),
+        ("0x" + "00" * 65, "cannot be recovered"),
+    ):
         _refused(auth_server, text, signature, 400, reason)
     _refused(auth_server, "hello", good, 400, "EIP-4361")
     # A chain the server allows besides 1
@@ -188,7 +204,9 @@ def test_malformed_verify_bodies(auth_server: LocalApp) -> None:
 
 def test_the_nonce_route_can_prepare_the_message(auth_server: LocalApp) -> None:
     account = Account.create()
-    answer = auth_server.http.get("/api/v2/auth/nonce", params={"address": account.address.lower(), "chainId": 137}).json()
+    answer = auth_server.http.get(
+        "/api/v2/auth/nonce", params={"address": account.address.lower(), "chainId": 137}
+    ).json()
     assert answer["message"].split("\n")[1] == account.address  # checksummed for the wallet
     assert f"Nonce: {answer['nonce']}" in answer["message"] and "Chain ID: 137" in answer["message"]
     assert verify(auth_server, answer["message"], sign(answer["message"], account.key)).status_code == 200
@@ -207,8 +225,9 @@ def test_api_keys_are_rate_limited(make_app: Callable[..., LocalApp]) -> None:
     fresh_server = make_app(rate_limit=2, rate_burst=3)
     key = fresh_server.create_key()
     other = fresh_server.create_key()
-    statuses = [fresh_server.http.get("/api/v2/sdk/live-sessions", headers={"x-api-key": key}).status_code
-                for _ in range(6)]
+    statuses = [
+        fresh_server.http.get("/api/v2/sdk/live-sessions", headers={"x-api-key": key}).status_code for _ in range(6)
+    ]
     assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:]
     limited = fresh_server.http.get("/api/v2/sdk/live-sessions", headers={"x-api-key": key})
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1

@@ -18,8 +18,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 REQUIRED = os.environ.get("LIVESESSIONS_REQUIRE_BROWSER") == "1"
 
 if not CHROMIUM and not REQUIRED:
-    pytest.skip("Chromium is not installed (apt-get install chromium); the page test needs it",
-                allow_module_level=True)
+    pytest.skip("Chromium is not installed (apt-get install chromium); the page test needs it", allow_module_level=True)
 
 PROVIDER = """
 window.ethereum = {
@@ -51,8 +50,15 @@ def test_a_person_connects_a_wallet_gets_a_key_and_revokes_it(server: Server, tm
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         try:
             page = browser.new_page()
@@ -88,8 +94,10 @@ def test_a_person_connects_a_wallet_gets_a_key_and_revokes_it(server: Server, tm
             page.wait_for_function("document.querySelectorAll('#key-rows tr').length === 1")
             assert "Revoked" in page.inner_text("#status")
             assert httpx.get(server.base + "/api/v2/sdk/live-sessions", headers=ok).status_code == 401
-            assert httpx.get(server.base + "/api/v2/sdk/live-sessions",
-                             headers={"x-api-key": second_key}).status_code == 200
+            assert (
+                httpx.get(server.base + "/api/v2/sdk/live-sessions", headers={"x-api-key": second_key}).status_code
+                == 200
+            )
 
             token = page.evaluate("session")
             bearer = {"authorization": f"Bearer {token}"}
@@ -98,8 +106,10 @@ def test_a_person_connects_a_wallet_gets_a_key_and_revokes_it(server: Server, tm
             page.wait_for_selector("#keys", state="hidden")
             assert "Signed out" in page.inner_text("#status")
             assert httpx.get(server.base + "/api/v2/keys", headers=bearer).status_code == 401
-            assert httpx.get(server.base + "/api/v2/sdk/live-sessions",
-                             headers={"x-api-key": second_key}).status_code == 200
+            assert (
+                httpx.get(server.base + "/api/v2/sdk/live-sessions", headers={"x-api-key": second_key}).status_code
+                == 200
+            )
         finally:
             browser.close()
 

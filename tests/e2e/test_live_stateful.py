@@ -50,8 +50,9 @@ class Model:
 def stateful_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, FreezableProxy]]:
     # A long grace keeps session continuity independent of test timing; fast
     # pings make silent drops quick to detect.
-    server = Server(tmp_path_factory.mktemp("stateful") / "data", **{
-        "grace-period": 600, "ping-interval": 0.2, "ping-timeout": 0.2}).start()
+    server = Server(
+        tmp_path_factory.mktemp("stateful") / "data", **{"grace-period": 600, "ping-interval": 0.2, "ping-timeout": 0.2}
+    ).start()
     proxy = FreezableProxy(server.port)
     yield server, proxy
     proxy.close()
@@ -86,7 +87,9 @@ def test_live_sessions_follow_the_model(stateful_server: tuple[Server, Freezable
             self._expect_session(room_id, joined["sessionId"])
             expected_others = {p.peer_id for p in self.model.peers.values() if p.room == room_id}
             assert {p["peerId"] for p in joined["peers"]} == expected_others
-            self.model.peers[joined["peerId"]] = LivePeer(project, room_id, token, joined["peerId"], joined["sessionId"], ws)
+            self.model.peers[joined["peerId"]] = LivePeer(
+                project, room_id, token, joined["peerId"], joined["sessionId"], ws
+            )
 
         def _pick(self, data: st.DataObject) -> LivePeer:
             return data.draw(st.sampled_from(sorted(self.model.peers.values(), key=lambda p: p.peer_id)))
@@ -149,15 +152,19 @@ def test_live_sessions_follow_the_model(stateful_server: tuple[Server, Freezable
                     participants = project.get(f"/api/v2/sdk/live-sessions/participants/{room}").json()
                     assert participants["count"] == count
                     assert {p["peerId"] for p in participants["participants"]} == {
-                        p.peer_id for p in self.model.peers.values() if p.room == room}
+                        p.peer_id for p in self.model.peers.values() if p.room == room
+                    }
 
         def teardown(self) -> None:
             for peer in getattr(self, "model", Model()).peers.values():
                 peer.ws.socket.close()
 
     LiveMachine.TestCase.settings = settings(
-        max_examples=12, stateful_step_count=15, deadline=None,
-        suppress_health_check=[HealthCheck.too_slow], database=None,
+        max_examples=12,
+        stateful_step_count=15,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        database=None,
     )
     LiveMachine.TestCase().runTest()
 
@@ -170,4 +177,3 @@ def _drain(ws: object) -> None:
             ws.recv(timeout=5)
     except (ConnectionClosed, TimeoutError):
         pass
-

@@ -15,8 +15,9 @@ from support import BIN, Server
 
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("auth") / "data", **{
-        "sign-ins-per-minute": 10_000, "chain-ids": "1,137"}).start()
+    server = Server(
+        tmp_path_factory.mktemp("auth") / "data", **{"sign-ins-per-minute": 10_000, "chain-ids": "1,137"}
+    ).start()
     yield server
     server.stop()
 
@@ -25,8 +26,15 @@ def test_login_command_signs_in_from_a_key_file(auth_server: Server, tmp_path) -
     account = Account.create()
     key_file = tmp_path / "wallet.key"
     key_file.write_text(account.key.hex())
-    run = lambda *extra: subprocess.run([str(BIN), "login", "--url", auth_server.base, *extra],  # noqa: E731
-                                        capture_output=True, text=True, timeout=60)
+
+    def run(*extra):
+        return subprocess.run(
+            [str(BIN), "login", "--url", auth_server.base, *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
     first = run("--key-file", str(key_file))
     assert first.returncode == 0, first.stderr
     api_key = first.stdout.strip().splitlines()[-1]

@@ -16,8 +16,9 @@ from support import BIN, Server, free_port, new_wallet, wait_closed
 
 
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN), *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})}, cwd=cwd)
+    return subprocess.run(
+        [str(BIN), *args], capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}, cwd=cwd
+    )
 
 
 def test_keys_are_listed_and_revoked_from_the_command_line(tmp_path: Path) -> None:
@@ -32,7 +33,7 @@ def test_keys_are_listed_and_revoked_from_the_command_line(tmp_path: Path) -> No
     assert "warning" not in again.stderr
     listed = run("keys", "list", "--data-dir", str(data), "--json")
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert [row["id"] for row in rows][0] == key["id"] and len(rows) == 2
+    assert next(row["id"] for row in rows) == key["id"] and len(rows) == 2
     assert all(row["wallet"] == wallet.lower() and "…" in row["maskedKey"] for row in rows)
     assert key["apiKey"] not in listed.stdout
     table = run("keys", "list", "--data-dir", str(data), "--wallet", wallet)
@@ -42,8 +43,11 @@ def test_keys_are_listed_and_revoked_from_the_command_line(tmp_path: Path) -> No
     try:
         headers = {"x-api-key": key["apiKey"]}
         room = httpx.post(server.base + "/api/v2/sdk/rooms/create-room", headers=headers, json={})
-        token = httpx.post(server.base + "/api/v2/sdk/create-peer-token", headers=headers,
-                           json={"roomId": room.json()["data"]["roomId"]}).json()["token"]
+        token = httpx.post(
+            server.base + "/api/v2/sdk/create-peer-token",
+            headers=headers,
+            json={"roomId": room.json()["data"]["roomId"]},
+        ).json()["token"]
         revoked = run("keys", "revoke", key["id"], "--data-dir", str(data))
         assert revoked.returncode == 0 and key["id"] in revoked.stdout
         # The running server hears of it within its heartbeat: the key and its tokens stop working.
@@ -75,8 +79,14 @@ def test_data_dir_command_creates_nothing(tmp_path: Path) -> None:
 
 def _serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
-    process = subprocess.Popen([str(BIN), "serve", "--port", str(port), *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}, cwd=tmp_path)
+    process = subprocess.Popen(
+        [str(BIN), "serve", "--port", str(port), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=tmp_path,
+    )
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -95,12 +105,16 @@ def _stop(process: subprocess.Popen[str]) -> str:
 
 
 def test_settings_come_from_the_environment_and_flags_win(tmp_path: Path) -> None:
-    env = {"LIVESESSIONS_DATA_DIR": str(tmp_path / "from-env"), "LIVESESSIONS_PUBLIC_URL": "https://live.example.com",
-           "LIVESESSIONS_GRACE_PERIOD": "3"}
+    env = {
+        "LIVESESSIONS_DATA_DIR": str(tmp_path / "from-env"),
+        "LIVESESSIONS_PUBLIC_URL": "https://live.example.com",
+        "LIVESESSIONS_GRACE_PERIOD": "3",
+    }
     process, port = _serve(tmp_path, "--public-url", "https://flag.example.com", env=env)
     try:
-        message = httpx.get(f"http://127.0.0.1:{port}/api/v2/auth/nonce",
-                            params={"address": "0x" + "11" * 20}).json()["message"]
+        message = httpx.get(f"http://127.0.0.1:{port}/api/v2/auth/nonce", params={"address": "0x" + "11" * 20}).json()[
+            "message"
+        ]
         assert message.startswith("flag.example.com wants you")
     finally:
         output = _stop(process)
@@ -112,22 +126,27 @@ def test_settings_come_from_the_environment_and_flags_win(tmp_path: Path) -> Non
     bad = run("serve", env={"LIVESESSIONS_GRACE_PERIOD": "soon"})
     assert bad.returncode == 2 and "LIVESESSIONS_GRACE_PERIOD" in bad.stderr
     help_text = run("serve", "--help").stdout
-    for flag, variable, default in (("--grace-period", "LIVESESSIONS_GRACE_PERIOD", "10"),
-                                    ("--peer-message-rate", "LIVESESSIONS_PEER_MESSAGE_RATE", "50"),
-                                    ("--log-format", "LIVESESSIONS_LOG_FORMAT", "text")):
+    for flag, variable, default in (
+        ("--grace-period", "LIVESESSIONS_GRACE_PERIOD", "10"),
+        ("--peer-message-rate", "LIVESESSIONS_PEER_MESSAGE_RATE", "50"),
+        ("--log-format", "LIVESESSIONS_LOG_FORMAT", "text"),
+    ):
         assert flag in help_text and variable in help_text and f"default: {default}" in " ".join(help_text.split())
 
 
 def test_json_logs_tell_the_story_without_secrets(tmp_path: Path) -> None:
-    process, port = _serve(tmp_path, "--data-dir", str(tmp_path / "data"), "--log-format", "json",
-                           "--grace-period", "0.2")
+    process, port = _serve(
+        tmp_path, "--data-dir", str(tmp_path / "data"), "--log-format", "json", "--grace-period", "0.2"
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         made = run("keys", "create", "--wallet", new_wallet(), "--data-dir", str(tmp_path / "data"), "--json")
         api_key = json.loads(made.stdout)["apiKey"]
         headers = {"x-api-key": api_key}
         room = httpx.post(base + "/api/v2/sdk/rooms/create-room", headers=headers, json={}).json()["data"]["roomId"]
-        token = httpx.post(base + "/api/v2/sdk/create-peer-token", headers=headers, json={"roomId": room}).json()["token"]
+        token = httpx.post(base + "/api/v2/sdk/create-peer-token", headers=headers, json={"roomId": room}).json()[
+            "token"
+        ]
         from websockets.sync.client import connect
 
         with connect(f"ws://127.0.0.1:{port}/ws?token={token}") as ws:
@@ -156,8 +175,11 @@ def _scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
     answer = httpx.get(base + "/metrics")
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(answer.text) for sample in family.samples}
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+    }
 
 
 def test_metrics_are_scraped_in_prometheus_format(server: Server) -> None:
@@ -174,7 +196,9 @@ def test_metrics_are_scraped_in_prometheus_format(server: Server) -> None:
     locked = project.create_room(roomLocked=True)
     wait_closed(connect(f"{server.ws_base}/ws?token={project.token(locked)}"))
     assert project.get("/api/v2/sdk/live-sessions").status_code == 200
-    assert httpx.post(server.base + "/api/v2/auth/verify", json={"message": "hi", "signature": "0x0"}).status_code == 400
+    assert (
+        httpx.post(server.base + "/api/v2/auth/verify", json={"message": "hi", "signature": "0x0"}).status_code == 400
+    )
     during = _scrape(server.base)
 
     def delta(name: str, **labels: str) -> float:
@@ -187,13 +211,25 @@ def test_metrics_are_scraped_in_prometheus_format(server: Server) -> None:
     assert delta("livesessions_join_refusals_total", reason="locked") == 1
     assert delta("livesessions_websocket_messages_total", direction="in") >= 1
     assert delta("livesessions_websocket_messages_total", direction="out") >= 3  # 2 joined, peer-joined, data
-    requests = delta("livesessions_http_request_duration_seconds_count",
-                     method="GET", route="/api/v2/sdk/live-sessions", status="200")
+    requests = delta(
+        "livesessions_http_request_duration_seconds_count",
+        method="GET",
+        route="/api/v2/sdk/live-sessions",
+        status="200",
+    )
     assert requests >= 1
-    assert delta("livesessions_http_request_duration_seconds_count",
-                 method="POST", route="/api/v2/sdk/rooms/create-room", status="201") == 2
+    assert (
+        delta(
+            "livesessions_http_request_duration_seconds_count",
+            method="POST",
+            route="/api/v2/sdk/rooms/create-room",
+            status="201",
+        )
+        == 2
+    )
     assert during[("livesessions_commit_duration_seconds_count", ())] > before.get(
-        ("livesessions_commit_duration_seconds_count", ()), 0)
+        ("livesessions_commit_duration_seconds_count", ()), 0
+    )
     assert ("livesessions_write_queue_depth", ()) in during
     assert ("livesessions_egress_active", (("type", "recording"),)) in during
     assert delta("livesessions_sign_ins_total", outcome="refused") == 1

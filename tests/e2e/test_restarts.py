@@ -22,8 +22,7 @@ from support import Project, Server, eventually
 def restarting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # A short grace, so sessions end soon after their last peer leaves; no
     # heartbeat while a test runs, so what a crash leaves behind is the join.
-    instance = Server(tmp_path_factory.mktemp("restarts") / "data", **{
-        "grace-period": 0.2, "heartbeat-interval": 3600})
+    instance = Server(tmp_path_factory.mktemp("restarts") / "data", **{"grace-period": 0.2, "heartbeat-interval": 3600})
     yield instance
     instance.stop()
 

@@ -181,8 +181,16 @@ def test_garbage_frames_get_errors_and_hurt_no_one(project: Project) -> None:
     room = project.create_room()
     noisy = project.join(room)
     calm = project.join(room)
-    for frame in ["not json", "[]", "42", '{"type": 7}', '{"type": "bogus"}', '{"no": "type"}',
-                  json.dumps({"type": "data", "to": 5}), json.dumps({"type": "data", "to": "*", "label": ["x"]})]:
+    for frame in [
+        "not json",
+        "[]",
+        "42",
+        '{"type": 7}',
+        '{"type": "bogus"}',
+        '{"no": "type"}',
+        json.dumps({"type": "data", "to": 5}),
+        json.dumps({"type": "data", "to": "*", "label": ["x"]}),
+    ]:
         noisy.ws.send(frame)
         assert noisy.recv_type("error")["message"]
     noisy.ws.send(b"\x00\x01binary")
@@ -216,8 +224,10 @@ def _silent_peer(server: Server, token: str) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", server.port))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
-        (f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+        (
+            f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
     )
     response = b""
     while b"joined" not in response:

@@ -56,8 +56,12 @@ class PresenceMachine(RuleBasedStateMachine):
             self.ended.add(room.session)
             room.session, room.idle_since = None, None
 
-    @rule(project=st.sampled_from(PROJECTS), room_id=st.sampled_from(ROOMS), peer=st.sampled_from(PEERS),
-          bot=st.booleans())
+    @rule(
+        project=st.sampled_from(PROJECTS),
+        room_id=st.sampled_from(ROOMS),
+        peer=st.sampled_from(PEERS),
+        bot=st.booleans(),
+    )
     def join(self, project: str, room_id: str, peer: str, bot: bool) -> None:
         key = RoomKey(project, room_id)
         room = self._room(key)
@@ -89,8 +93,12 @@ class PresenceMachine(RuleBasedStateMachine):
         assert {p.peer_id for p in outcome.peers} == set(room.peers) - {peer}
 
     def _members(self) -> list[tuple[RoomKey, str, str, bool]]:
-        return [(key, peer, conn, bot) for key, room in self.rooms.items()
-                for bot, members in ((False, room.peers), (True, room.bots)) for peer, conn in members.items()]
+        return [
+            (key, peer, conn, bot)
+            for key, room in self.rooms.items()
+            for bot, members in ((False, room.peers), (True, room.bots))
+            for peer, conn in members.items()
+        ]
 
     @precondition(lambda self: self._members())
     @rule(data=st.data(), stale=st.booleans())
@@ -134,19 +142,23 @@ class PresenceMachine(RuleBasedStateMachine):
     def live_sessions_match_the_model(self) -> None:
         for project in PROJECTS:
             expected = sorted(
-                ((room.start, key.room_id, len(room.peers)) for key, room in self.rooms.items()
-                 if key.project_id == project and room.peers),
+                (
+                    (room.start, key.room_id, len(room.peers))
+                    for key, room in self.rooms.items()
+                    if key.project_id == project and room.peers
+                ),
             )
             listed = run(self.presence.live_sessions(project))
             assert [(s.start_time, s.room_id, s.current_peer_count) for s in listed] == expected
             version = run(self.presence.listing_version(project))
-            shown = [(s.room_id, s.start_time, s.current_peer_count, s.recording_count, s.livestream_count)
-                     for s in listed]
+            shown = [
+                (s.room_id, s.start_time, s.current_peer_count, s.recording_count, s.livestream_count) for s in listed
+            ]
             previous = self.listings.get(project)
             if previous is not None and previous[1] != shown:
                 assert version != previous[0], "the list changed but its version did not"
             self.listings[project] = (version, shown)
-            for start, room_id, count in expected:
+            for _start, room_id, count in expected:
                 single = run(self.presence.live_session(RoomKey(project, room_id)))
                 assert single is not None and single.current_peer_count == count
             # Paging with a cursor yields the same list.

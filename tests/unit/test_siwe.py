@@ -8,12 +8,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from livesessions.auth.siwe import SiweError, SiweMessage, format_time, parse_message, parse_time, recover_signer
-from support import sign  # also imported from here by older tests: `from test_siwe import sign`
+from support import sign
 
 
 def _message(**overrides: object) -> SiweMessage:
-    fields = dict(domain="127.0.0.1:8080", address=Account.create().address, uri="http://127.0.0.1:8080",
-                  chain_id=1, nonce="abcdefgh1234", issued_at="2026-11-29T05:00:00.000Z")
+    fields = {
+        "domain": "127.0.0.1:8080",
+        "address": Account.create().address,
+        "uri": "http://127.0.0.1:8080",
+        "chain_id": 1,
+        "nonce": "abcdefgh1234",
+        "issued_at": "2026-11-29T05:00:00.000Z",
+    }
     fields.update(overrides)
     return SiweMessage(**fields)  # type: ignore[arg-type]
 
@@ -24,16 +30,23 @@ def test_the_text_follows_the_eip_4361_layout() -> None:
     assert lines[0] == "127.0.0.1:8080 wants you to sign in with your Ethereum account:"
     assert lines[1] == message.address
     assert lines[2:5] == ["", "Sign in.", ""]
-    assert lines[5:10] == ["URI: http://127.0.0.1:8080", "Version: 1", "Chain ID: 1", "Nonce: abcdefgh1234",
-                           "Issued At: 2026-11-29T05:00:00.000Z"]
+    assert lines[5:10] == [
+        "URI: http://127.0.0.1:8080",
+        "Version: 1",
+        "Chain ID: 1",
+        "Nonce: abcdefgh1234",
+        "Issued At: 2026-11-29T05:00:00.000Z",
+    ]
     assert lines[10:] == ["Expiration Time: 2026-11-29T06:00:00Z", "Resources:", "- https://a.example"]
     # without a statement, two empty lines
     assert _message().text().split("\n")[2:5] == ["", "", "URI: http://127.0.0.1:8080"]
 
 
 @given(
-    statement=st.none() | st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=40)
-    .filter(lambda s: not s.startswith("URI: ")),
+    statement=st.none()
+    | st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=40).filter(
+        lambda s: not s.startswith("URI: ")
+    ),
     chain_id=st.integers(1, 2**53),
     nonce=st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=8, max_size=32),
     scheme=st.sampled_from([None, "https"]),

@@ -28,11 +28,11 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from conftest import Peer, Server, eventually
 from livesessions.app import LiveSessionsApp
 from livesessions.config import Settings
 from livesessions.http.openapi import openapi_document
 from livesessions.services import build_services
+from support import Peer, Server, eventually
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 SDK = "/api/v2/sdk"
@@ -66,8 +66,9 @@ def test_document_is_valid_openapi_31() -> None:
 
     document = openapi_document()
     assert document["openapi"].startswith("3.1.")
-    errors = [f"/{'/'.join(map(str, e.instance_path))}: {e.message}"
-              for e in OPENAPI_31_VALIDATOR.iter_errors(document)]
+    errors = [
+        f"/{'/'.join(map(str, e.instance_path))}: {e.message}" for e in OPENAPI_31_VALIDATOR.iter_errors(document)
+    ]
     assert not errors, "\n".join(errors)
     json.dumps(document)  # served as JSON: plain data only
 
@@ -317,8 +318,9 @@ def seeds(api: ApiClient) -> Seeds:
     # the key the run uses), with keys of its own to read and revoke.
     account = api.sign_in().body
     bearer = {"authorization": f"Bearer {account['token']}"}
-    key_ids = [api.request("POST", "/api/v2/keys", {"name": f"k{i}"}, headers=bearer, key=False).body["id"]
-               for i in range(3)]
+    key_ids = [
+        api.request("POST", "/api/v2/keys", {"name": f"k{i}"}, headers=bearer, key=False).body["id"] for i in range(3)
+    ]
     return Seeds(
         bearer_token=account["token"],
         key_ids=key_ids,
@@ -556,29 +558,51 @@ def test_schemathesis_against_running_server(api: ApiClient, seeds: Seeds, tmp_p
     config.write_text(_schemathesis_config(seeds))
     events = tmp_path / "events.ndjson"
     command = [
-        str(SCHEMATHESIS), "--config-file", str(config), "run", f"{api.server.base}/openapi.json",
-        "--header", f"x-api-key: {api.api_key}",
-        "--checks", ",".join(SCHEMATHESIS_CHECKS),
-        "--phases", "examples,coverage,fuzzing,stateful",
-        "--max-examples", SCHEMATHESIS_EXAMPLES,
-        "--seed", SCHEMATHESIS_SEED,
+        str(SCHEMATHESIS),
+        "--config-file",
+        str(config),
+        "run",
+        f"{api.server.base}/openapi.json",
+        "--header",
+        f"x-api-key: {api.api_key}",
+        "--checks",
+        ",".join(SCHEMATHESIS_CHECKS),
+        "--phases",
+        "examples,coverage,fuzzing,stateful",
+        "--max-examples",
+        SCHEMATHESIS_EXAMPLES,
+        "--seed",
+        SCHEMATHESIS_SEED,
         "--continue-on-failure",
-        "--workers", "2",
-        "--request-timeout", "10",
-        "--generation-database", "none",
+        "--workers",
+        "2",
+        "--request-timeout",
+        "10",
+        "--generation-database",
+        "none",
         "--no-color",
-        "--report", "ndjson", "--report-ndjson-path", str(events),
+        "--report",
+        "ndjson",
+        "--report-ndjson-path",
+        str(events),
         # Signing out would end the one account session the run has; it is
         # tested on its own (test_hostile_clients.py).
-        "--exclude-operation-id", "signOut",
+        "--exclude-operation-id",
+        "signOut",
     ]
     env = {
         **os.environ,
         "LIVESESSIONS_TEST_API_KEY": api.api_key,
         "LIVESESSIONS_TEST_BEARER": seeds.bearer_token,
         # Only 127.0.0.1 is ever spoken to: never through a proxy.
-        "NO_PROXY": "*", "no_proxy": "*",
-        "HTTP_PROXY": "", "HTTPS_PROXY": "", "http_proxy": "", "https_proxy": "", "ALL_PROXY": "", "all_proxy": "",
+        "NO_PROXY": "*",
+        "no_proxy": "*",
+        "HTTP_PROXY": "",
+        "HTTPS_PROXY": "",
+        "http_proxy": "",
+        "https_proxy": "",
+        "ALL_PROXY": "",
+        "all_proxy": "",
         "COLUMNS": "160",
     }
     log_before = api.log_path.stat().st_size  # only what this run provokes counts

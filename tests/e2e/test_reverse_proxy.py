@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Peer, Server, free_port
+from support import Peer, Server, free_port
 
-EXAMPLE = Path(__file__).parent.parent / "deploy" / "nginx.conf"
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
 
@@ -27,8 +27,10 @@ def proxied(tmp_path: Path) -> Iterator[tuple[Server, str]]:
             pytest.fail("nginx is not installed (.ci/run installs Debian's nginx)")
         pytest.skip("nginx is not installed: apt-get install nginx-light")
     port = free_port()
-    server = Server(tmp_path / "data", **{
-        "public-url": f"http://127.0.0.1:{port}", "trusted-proxies": "127.0.0.1", "failed-auths-per-minute": 2})
+    server = Server(
+        tmp_path / "data",
+        **{"public-url": f"http://127.0.0.1:{port}", "trusted-proxies": "127.0.0.1", "failed-auths-per-minute": 2},
+    )
     site = EXAMPLE.read_text()
     site = site.replace("server 127.0.0.1:8080;", f"server 127.0.0.1:{server.port};")
     site = re.sub(r"listen 80;", f"listen 127.0.0.1:{port};", site)
@@ -45,8 +47,7 @@ http {{
 }}
 """)
     server.start()
-    nginx = subprocess.Popen([NGINX, "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
-                             stderr=subprocess.PIPE)
+    nginx = subprocess.Popen([NGINX, "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"], stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 10
@@ -80,8 +81,7 @@ def test_routes_and_websockets_work_through_the_example_proxy(proxied: tuple[Ser
     peer.leave()
     assert project.live_counts() == {}
     # Links and sign-in messages name the public address, not the upstream one.
-    message = httpx.get(base + "/api/v2/auth/nonce",
-                        params={"address": "0x" + "11" * 20}).json()["message"]
+    message = httpx.get(base + "/api/v2/auth/nonce", params={"address": "0x" + "11" * 20}).json()["message"]
     assert message.startswith(base.removeprefix("http://") + " wants you")
     # Metrics stay private: not through the proxy, only on the service itself.
     assert httpx.get(base + "/metrics").status_code == 404

@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Peer, Project, Server, eventually
 from livesessions.config import Settings
 from livesessions.domain.egress import EgressJob
 from livesessions.domain.errors import NotFound
@@ -30,6 +29,7 @@ from livesessions.domain.permissions import resolve_permissions
 from livesessions.egress import timeline
 from livesessions.realtime.hub import Connection
 from livesessions.services import Services, build_services
+from support import Peer, Project, Server, eventually
 
 START = "/api/v1/recording/start"
 STOP = "/api/v1/recording/stop"
@@ -45,8 +45,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs for the recordings directory."""
     disk = tmp_path / "recordings"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         reason = f"cannot mount a small tmpfs to fill up (needs root): {mounted.stderr.strip()}"
         if os.environ.get("CI") == "true":
@@ -264,16 +265,27 @@ class Room:
         key = RoomKey(project.project_id, room.room_id)
         permissions = resolve_permissions("speaker", None)
         peer = Connection(key=key, peer_id="peer-alice", role="speaker", permissions=permissions)
-        admission = Admission(peer=PeerPresence(peer_id=peer.peer_id, role="speaker", metadata="", join_time=now),
-                              permissions=permissions, connection_id=peer.id, room_locked=False)
+        admission = Admission(
+            peer=PeerPresence(peer_id=peer.peer_id, role="speaker", metadata="", join_time=now),
+            permissions=permissions,
+            connection_id=peer.id,
+            room_locked=False,
+        )
         outcome, persisted = await services.membership.enter(peer, admission)
         await persisted
         assert outcome.refused is None
         return cls(services, key, peer, api_key.id)
 
     def token(self) -> str:
-        claims = {"peerId": "peer-host", "roomId": self.key.room_id, "projectId": self.key.project_id,
-                  "keyId": self.key_id, "role": "host", "permissions": resolve_permissions("host", None), "metadata": ""}
+        claims = {
+            "peerId": "peer-host",
+            "roomId": self.key.room_id,
+            "projectId": self.key.project_id,
+            "keyId": self.key_id,
+            "role": "host",
+            "permissions": resolve_permissions("host", None),
+            "metadata": "",
+        }
         return self.services.signer.issue(claims, self.services.clock() // 1000, 600)
 
     async def record(self) -> EgressJob:
@@ -283,7 +295,8 @@ class Room:
         """Send a data message to the room as peers do; how long it took."""
         began = time.monotonic()
         self.services.hub.broadcast(
-            self.key, {"type": "data", "from": "peer-bob", "label": "chat", "payload": payload},
+            self.key,
+            {"type": "data", "from": "peer-bob", "label": "chat", "payload": payload},
             only=lambda connection: connection.can("canRecvData"),
         )
         return time.monotonic() - began
@@ -377,8 +390,11 @@ def test_a_stalled_disk_fails_the_recording_not_the_room(
         with pytest.raises(NotFound):
             await services.egress.stop(room.key.project_id, room.key.room_id, "recording")
         # Logged once, with what it was about, and no token.
-        logged = [r for r in caplog.records if getattr(r, "livesessions_context", {}).get("job") == job.id
-                  and r.levelname == "ERROR"]
+        logged = [
+            r
+            for r in caplog.records
+            if getattr(r, "livesessions_context", {}).get("job") == job.id and r.levelname == "ERROR"
+        ]
         assert len(logged) == 1 and logged[0].livesessions_context["room"] == room.key.room_id
         assert token not in logged[0].getMessage() and token not in str(logged[0].livesessions_context)
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from conftest import Peer, Project, Server, eventually
+from support import Peer, Project, Server, eventually
 
 READ_TIMEOUT = 1.0
 PING_INTERVAL = 0.5
@@ -51,8 +51,14 @@ def patient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     ends while a test holds it."""
     server = Server(
         tmp_path_factory.mktemp("patient") / "data",
-        **{"max-connections-per-client": 6, "read-timeout": 30, "trusted-proxies": "127.0.0.4",
-           "ping-interval": 30, "ping-timeout": 30, **FLOOD},
+        **{
+            "max-connections-per-client": 6,
+            "read-timeout": 30,
+            "trusted-proxies": "127.0.0.4",
+            "ping-interval": 30,
+            "ping-timeout": 30,
+            **FLOOD,
+        },
     ).start()
     yield server
     server.stop()
@@ -111,8 +117,14 @@ def _get(path: str = "/api/v2/sdk", *headers: str) -> bytes:
 
 def _upgrade(path: str, *headers: str) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
-    return _get(path, "Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
-                "Sec-WebSocket-Version: 13", *headers)
+    return _get(
+        path,
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+        *headers,
+    )
 
 
 def _status(server: Server, source: str) -> int:
@@ -129,11 +141,13 @@ def _hold(server: Server, source: str) -> socket.socket:
     return sock
 
 
-def _closed_at(socks: dict[str, socket.socket], limit: float, drip: socket.socket | None = None) -> dict[str, tuple[float, bytes]]:
+def _closed_at(
+    socks: dict[str, socket.socket], limit: float, drip: socket.socket | None = None
+) -> dict[str, tuple[float, bytes]]:
     """When the server closed each socket (seconds from now) and what it sent;
     meanwhile one more byte to `drip` every 0.2 s."""
     start = time.monotonic()
-    got: dict[str, bytes] = {name: b"" for name in socks}
+    got: dict[str, bytes] = dict.fromkeys(socks, b"")
     closed: dict[str, tuple[float, bytes]] = {}
     next_drip = start
     while len(closed) < len(socks) and time.monotonic() - start < limit:
@@ -232,7 +246,7 @@ def test_keep_alive_connection_must_send_its_next_head_in_time(strict: Server) -
         sock.sendall(b"GET /api/v2/sdk HTTP/1.1\r\nHost: x\r\n")  # and never the rest
         closed = _closed_at({"next": sock}, limit=4)
     assert "next" in closed, "a partial head after a response kept the connection open"
-    after, answer = closed["next"]
+    _after, answer = closed["next"]
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert time.monotonic() - answered < READ_TIMEOUT + 1.5
 
@@ -253,11 +267,13 @@ def test_keep_alive_connection_must_send_its_next_head_in_time(strict: Server) -
 
 
 def test_stalled_bodies_get_408_while_slow_ones_go_through(strict: Server, strict_project: Project) -> None:
-    post = (f"POST /api/v2/sdk/rooms/create-room HTTP/1.1\r\nHost: x\r\nx-api-key: {strict_project.key}\r\n"
-            "Content-Type: application/json\r\n")
+    post = (
+        f"POST /api/v2/sdk/rooms/create-room HTTP/1.1\r\nHost: x\r\nx-api-key: {strict_project.key}\r\n"
+        "Content-Type: application/json\r\n"
+    )
     socks = {name: _connect(strict) for name in ("length", "chunked")}
-    socks["length"].sendall((post + "Content-Length: 100\r\n\r\n{\"roomLocked\"").encode())
-    socks["chunked"].sendall((post + "Transfer-Encoding: chunked\r\n\r\n20\r\n{\"roomLock").encode())
+    socks["length"].sendall((post + 'Content-Length: 100\r\n\r\n{"roomLocked"').encode())
+    socks["chunked"].sendall((post + 'Transfer-Encoding: chunked\r\n\r\n20\r\n{"roomLock').encode())
     try:
         closed = _closed_at(socks, limit=4)
     finally:
@@ -337,8 +353,9 @@ def _slow_reader(server: Server, project: Project, room: str) -> Peer:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", server.port))
-    ws = connect(f"{server.ws_base}/ws?token={project.token(room)}", sock=sock, open_timeout=10, max_queue=16,
-                 compression=None)
+    ws = connect(
+        f"{server.ws_base}/ws?token={project.token(room)}", sock=sock, open_timeout=10, max_queue=16, compression=None
+    )
     joined = json.loads(ws.recv(timeout=10))
     assert joined["type"] == "joined"
     return Peer(ws, joined)
@@ -506,6 +523,6 @@ def test_app_close_that_cannot_be_flushed_is_aborted(stuck: bool) -> None:
     assert took < 1, "the connection never ended"
     # The peer did not answer our close: it is let go after close_timeout,
     # gently if the close frame went out, at once if it is still queued.
-    assert 0.15 < took
+    assert took > 0.15
     assert transport.aborted is stuck
     assert transport.closed is not stuck

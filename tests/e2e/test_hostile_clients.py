@@ -13,17 +13,22 @@ import httpx
 import pytest
 from eth_account import Account
 
-from conftest import BIN, Peer, Project, Server, wait_closed
 from livesessions.auth.siwe import SiweMessage, format_time
-from test_siwe import sign
+from support import BIN, Peer, Project, Server, sign, wait_closed
 
 
 @pytest.fixture(scope="module")
 def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server with small limits, so each attack trips them quickly."""
-    server = Server(tmp_path_factory.mktemp("hostile") / "data", **{
-        "sign-ins-per-minute": 10_000, "peer-message-rate": 20, "peer-message-burst": 40,
-        "failed-auths-per-minute": 5}).start()
+    server = Server(
+        tmp_path_factory.mktemp("hostile") / "data",
+        **{
+            "sign-ins-per-minute": 10_000,
+            "peer-message-rate": 20,
+            "peer-message-burst": 40,
+            "failed-auths-per-minute": 5,
+        },
+    ).start()
     yield server
     server.stop()
 
@@ -33,24 +38,37 @@ def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def _siwe(server: Server, account: Any, domain: str, uri: str) -> str:
     nonce = httpx.get(server.base + "/api/v2/auth/nonce").json()["nonce"]
-    return SiweMessage(domain=domain, address=account.address, uri=uri, chain_id=1, nonce=nonce,
-                       issued_at=format_time(int(time.time() * 1000)), statement="Sign in").text()
+    return SiweMessage(
+        domain=domain,
+        address=account.address,
+        uri=uri,
+        chain_id=1,
+        nonce=nonce,
+        issued_at=format_time(int(time.time() * 1000)),
+        statement="Sign in",
+    ).text()
 
 
 def test_a_phishing_sites_message_is_refused_whatever_the_host_header(tight: Server) -> None:
     victim = Account.create()
-    for headers in ({"host": "evil.example"},
-                    {"host": "evil.example", "x-forwarded-host": "evil.example", "x-forwarded-proto": "https"},
-                    {"x-forwarded-host": "evil.example", "x-forwarded-proto": "https", "forwarded": "host=evil.example"}):
+    for headers in (
+        {"host": "evil.example"},
+        {"host": "evil.example", "x-forwarded-host": "evil.example", "x-forwarded-proto": "https"},
+        {"x-forwarded-host": "evil.example", "x-forwarded-proto": "https", "forwarded": "host=evil.example"},
+    ):
         scheme = headers.get("x-forwarded-proto", "http")
         text = _siwe(tight, victim, "evil.example", f"{scheme}://evil.example")
-        response = httpx.post(tight.base + "/api/v2/auth/verify", headers=headers,
-                              json={"message": text, "signature": sign(text, victim.key)})
+        response = httpx.post(
+            tight.base + "/api/v2/auth/verify",
+            headers=headers,
+            json={"message": text, "signature": sign(text, victim.key)},
+        )
         assert response.status_code == 401, (headers, response.text)
         assert "token" not in response.json()
     # The message the service prepares names the service, not the Host asked with.
-    prepared = httpx.get(tight.base + "/api/v2/auth/nonce", headers={"host": "evil.example"},
-                         params={"address": victim.address}).json()["message"]
+    prepared = httpx.get(
+        tight.base + "/api/v2/auth/nonce", headers={"host": "evil.example"}, params={"address": victim.address}
+    ).json()["message"]
     assert prepared.startswith(f"127.0.0.1:{tight.port} wants you") and f"URI: {tight.base}" in prepared
 
 
@@ -59,12 +77,14 @@ def test_the_public_url_is_what_messages_must_name(fresh_server: Server) -> None
     fresh_server.start()
     account = Account.create()
     good = _siwe(fresh_server, account, "live.example.com", "https://live.example.com")
-    answer = httpx.post(fresh_server.base + "/api/v2/auth/verify",
-                        json={"message": good, "signature": sign(good, account.key)})
+    answer = httpx.post(
+        fresh_server.base + "/api/v2/auth/verify", json={"message": good, "signature": sign(good, account.key)}
+    )
     assert answer.status_code == 200, answer.text
     local = _siwe(fresh_server, account, f"127.0.0.1:{fresh_server.port}", fresh_server.base)
-    refused = httpx.post(fresh_server.base + "/api/v2/auth/verify",
-                         json={"message": local, "signature": sign(local, account.key)})
+    refused = httpx.post(
+        fresh_server.base + "/api/v2/auth/verify", json={"message": local, "signature": sign(local, account.key)}
+    )
     assert refused.status_code == 401 and "live.example.com" in refused.json()["message"]
 
 
@@ -88,7 +108,7 @@ def test_a_flooding_peer_is_throttled_then_cut_off_and_the_others_stay(tight: Se
     except ConnectionClosed as closed:
         code = closed.rcvd.code if closed.rcvd else None
     if code is None:
-        code, reason = wait_closed(flooder.ws, timeout=10)
+        code, _reason = wait_closed(flooder.ws, timeout=10)
     assert code == 4008, code
     assert sent < 20_000 or code == 4008
     # Every well-behaved reader is still connected, got at most the burst
@@ -139,8 +159,12 @@ def test_a_burst_past_the_limit_is_dropped_with_one_warning(tight: Server) -> No
 
 
 def test_a_second_server_on_the_same_data_directory_refuses_to_start(tight: Server) -> None:
-    second = subprocess.run([str(BIN), "serve", "--port", "1", "--data-dir", str(tight.data_dir)],
-                            capture_output=True, text=True, timeout=30)
+    second = subprocess.run(
+        [str(BIN), "serve", "--port", "1", "--data-dir", str(tight.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert second.returncode != 0
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1, second.stderr
@@ -158,18 +182,29 @@ def test_invalid_utf8_in_json_strings_is_a_400(tight: Server) -> None:
     room = project.create_room()
     bad = b'{"roomId": "' + room.encode() + b'\xff", "metadata": "caf\xe9", "token": "\xff\xfe"}'
     headers = {"x-api-key": project.key, "content-type": "application/json"}
-    for path in ("/api/v2/sdk/rooms/create-room", f"/api/v2/sdk/rooms/metadata/{room}",
-                 "/api/v2/sdk/create-peer-token", "/api/v1/recording/start", "/api/v1/recording/stop"):
+    for path in (
+        "/api/v2/sdk/rooms/create-room",
+        f"/api/v2/sdk/rooms/metadata/{room}",
+        "/api/v2/sdk/create-peer-token",
+        "/api/v1/recording/start",
+        "/api/v1/recording/stop",
+    ):
         response = httpx.post(tight.base + path, content=bad, headers=headers)
         assert response.status_code == 400, (path, response.status_code, response.text)
         assert "UTF-8" in response.json()["message"]
     session = _sign_in(tight)
-    response = httpx.post(tight.base + "/api/v2/keys", content=b'{"name": "k\xff"}',
-                          headers={"authorization": f"Bearer {session['token']}", "content-type": "application/json"})
+    response = httpx.post(
+        tight.base + "/api/v2/keys",
+        content=b'{"name": "k\xff"}',
+        headers={"authorization": f"Bearer {session['token']}", "content-type": "application/json"},
+    )
     assert response.status_code == 400 and "UTF-8" in response.json()["message"]
     for path in ("/api/v2/auth/verify",):
-        response = httpx.post(tight.base + path, content=b'{"message": "\xc3\x28", "signature": "0x"}',
-                              headers={"content-type": "application/json"})
+        response = httpx.post(
+            tight.base + path,
+            content=b'{"message": "\xc3\x28", "signature": "0x"}',
+            headers={"content-type": "application/json"},
+        )
         assert response.status_code == 400, response.text
 
 
@@ -177,7 +212,9 @@ def test_invalid_utf8_in_json_strings_is_a_400(tight: Server) -> None:
 def test_chain_ids_in_other_digits_are_a_400(tight: Server, chain_id: str) -> None:
     account = Account.create()
     text = _siwe(tight, account, f"127.0.0.1:{tight.port}", tight.base).replace("Chain ID: 1", f"Chain ID: {chain_id}")
-    response = httpx.post(tight.base + "/api/v2/auth/verify", json={"message": text, "signature": sign(text, account.key)})
+    response = httpx.post(
+        tight.base + "/api/v2/auth/verify", json={"message": text, "signature": sign(text, account.key)}
+    )
     assert response.status_code == 400, response.text
     assert "Chain ID" in response.json()["message"]
 
@@ -187,8 +224,11 @@ def test_a_content_length_in_other_digits_is_a_4xx(tight: Server) -> None:
 
     project = tight.project()
     with socket.create_connection(("127.0.0.1", tight.port), timeout=5) as sock:
-        sock.sendall(b"POST /api/v2/sdk/rooms/create-room HTTP/1.1\r\nhost: x\r\nx-api-key: " + project.key.encode()
-                     + "\r\ncontent-type: application/json\r\ncontent-length: ¹\r\n\r\n{}".encode())
+        sock.sendall(
+            b"POST /api/v2/sdk/rooms/create-room HTTP/1.1\r\nhost: x\r\nx-api-key: "
+            + project.key.encode()
+            + "\r\ncontent-type: application/json\r\ncontent-length: ¹\r\n\r\n{}".encode()
+        )
         status = sock.recv(4096).split(b" ", 2)[1]
     assert status.startswith(b"4"), status
 
@@ -225,7 +265,9 @@ def _connect(server: Server, token: str) -> Any:
 def _sign_in(server: Server) -> dict[str, Any]:
     account = Account.create()
     text = _siwe(server, account, f"127.0.0.1:{server.port}", server.base)
-    response = httpx.post(server.base + "/api/v2/auth/verify", json={"message": text, "signature": sign(text, account.key)})
+    response = httpx.post(
+        server.base + "/api/v2/auth/verify", json={"message": text, "signature": sign(text, account.key)}
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -275,14 +317,19 @@ def test_sign_out_ends_the_account_session_here_or_everywhere(tight: Server) -> 
     sessions = []
     for _ in range(2):
         text = _siwe(tight, account, f"127.0.0.1:{tight.port}", tight.base)
-        sessions.append(httpx.post(tight.base + "/api/v2/auth/verify",
-                                   json={"message": text, "signature": sign(text, account.key)}).json()["token"])
+        sessions.append(
+            httpx.post(
+                tight.base + "/api/v2/auth/verify", json={"message": text, "signature": sign(text, account.key)}
+            ).json()["token"]
+        )
     other = _sign_in(tight)["token"]
     assert client(sessions[0]).post("/api/v2/auth/logout", json={"everywhere": True}).status_code == 204
     assert [client(t).get("/api/v2/keys").status_code for t in sessions] == [401, 401]
     assert client(other).get("/api/v2/keys").status_code == 200
     # the API keys live on: revoking keys and signing out are separate
-    assert httpx.get(tight.base + "/api/v2/sdk/live-sessions", headers={"x-api-key": first["apiKey"]}).status_code == 200
+    assert (
+        httpx.get(tight.base + "/api/v2/sdk/live-sessions", headers={"x-api-key": first["apiKey"]}).status_code == 200
+    )
 
 
 def test_guessing_keys_is_throttled_per_client_address(fresh_server: Server) -> None:
@@ -293,7 +340,9 @@ def test_guessing_keys_is_throttled_per_client_address(fresh_server: Server) -> 
     statuses = [httpx.get(url, headers={"x-api-key": f"lsk_guess{i}"}).status_code for i in range(8)]
     assert statuses[:5] == [401] * 5 and statuses[5:] == [429] * 3
     assert int(httpx.get(url, headers={"x-api-key": "lsk_again"}).headers["retry-after"]) >= 1
-    assert httpx.get(fresh_server.base + "/api/v2/keys", headers={"authorization": "Bearer lss_guess"}).status_code == 429
+    assert (
+        httpx.get(fresh_server.base + "/api/v2/keys", headers={"authorization": "Bearer lss_guess"}).status_code == 429
+    )
     # a valid key from the same address still works: only failures are limited
     assert httpx.get(url, headers={"x-api-key": good}).status_code == 200
     # behind a trusted proxy, each forwarded client has its own budget
