@@ -47,21 +47,22 @@ def non_negative(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
+def _whole(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise ValueError(f"not a whole number: {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = _whole(text)
     if value <= 0:
         raise ValueError(f"must be greater than 0: {text!r}")
     return value
 
 
 def count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"not a whole number: {text!r}") from None
+    value = _whole(text)
     if value < 0:
         raise ValueError(f"must be 0 or more: {text!r}")
     return value
