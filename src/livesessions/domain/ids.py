@@ -26,12 +26,16 @@ def _random(prefix: str, length: int) -> str:
     return prefix + "".join(secrets.choice(_ALNUM) for _ in range(length))
 
 
+SESSION_ID_PREFIX = "ses_"
+PEER_ID_PREFIX = "peerId-"
+
+
 def new_session_id() -> str:
-    return _random("ses_", 20)
+    return _random(SESSION_ID_PREFIX, 20)
 
 
 def new_peer_id() -> str:
-    return _random("peerId-", 16)
+    return _random(PEER_ID_PREFIX, 16)
 
 
 def new_project_id() -> str:

@@ -10,25 +10,26 @@ from typing import Any
 import msgspec
 
 from livesessions.domain.permissions import BOT_ROLE
+from livesessions.domain.values import Count, EpochMillis, PeerId, RoomId
 
 
 class PeerPresence(msgspec.Struct, rename="camel"):
     """A connected peer as other peers and the participants route see it."""
 
-    peer_id: str
+    peer_id: PeerId
     role: str
     metadata: str
-    join_time: int
+    join_time: EpochMillis
 
 
 class LiveSession(msgspec.Struct, rename="camel"):
     """One item of the Live Sessions API."""
 
-    room_id: str
-    start_time: int
-    current_peer_count: int
-    livestream_count: int
-    recording_count: int
+    room_id: RoomId
+    start_time: EpochMillis
+    current_peer_count: Count
+    livestream_count: Count
+    recording_count: Count
 
 
 class Refusal(Enum):

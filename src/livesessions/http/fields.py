@@ -7,17 +7,10 @@ from typing import Annotated, Any
 import msgspec
 
 from livesessions.domain.metadata import MAX_ROOM_METADATA_BYTES
+from livesessions.domain.values import Count, EpochMillis, RoomId
 
-EpochMillis = Annotated[int, msgspec.Meta(ge=0, description="A time, in milliseconds since the Unix epoch.")]
-Count = Annotated[int, msgspec.Meta(ge=0)]
-RoomId = Annotated[
-    str,
-    msgspec.Meta(
-        pattern=r"^[a-z]{3}-[a-z]{4}-[a-z]{3}$",
-        examples=["abc-defg-hij"],
-        description="A room id as the service hands them out.",
-    ),
-]
+__all__ = ["Count", "EpochMillis", "GivenRoomId", "RoomId", "RoomMetadata", "RoomMetadataInput"]
+
 # A room id a client sends: anything else than one of the project's rooms is
 # answered as an unknown room (a 404), never as invalid.
 GivenRoomId = Annotated[str, msgspec.Meta(description="A room of the key's project; any other value is a 404.")]

@@ -492,7 +492,10 @@ class SQLiteStore:
             "SELECT peer_id, join_time, metadata, exit_time FROM participants WHERE session_id = ? ORDER BY id",
             (session_id,),
         )
-        return [Participant(peer_id=p, join_time=j, metadata=m, exit_time=e) for p, j, m, e in rows]
+        return [
+            Participant(peer_id=p, join_time=j, metadata=m, exit_time=msgspec.UNSET if e is None else e)
+            for p, j, m, e in rows
+        ]
 
     async def metrics(self, project_id: str, now: int) -> Metrics:
         sessions, duration = self.db.read_one(
