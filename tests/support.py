@@ -266,11 +266,8 @@ class LocalApp:
     def advance(self, seconds: float) -> None:
         """Let time pass for the service: move its clock on, then run what its
         maintenance tick would soon run in real time: sessions whose grace is
-        over end, media workers silent past their lease lose their jobs.
-
-        Peer tokens are stamped with the service's clock but checked by PyJWT
-        against real time, so a token minted after the clock moved on would
-        not be valid yet: mint the tokens a test needs before advancing."""
+        over end, media workers silent past their lease lose their jobs (and
+        peer tokens expire: they are checked by the service's clock too)."""
         self.clock.advance(seconds)
 
         async def tick() -> None:

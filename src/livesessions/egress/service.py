@@ -87,7 +87,7 @@ class EgressService:
     ) -> EgressJob:
         key = RoomKey(project_id, room_id)
         try:
-            claims = self.signer.verify(token)
+            claims = self.signer.verify(token, self.clock() // 1000)
         except InvalidPeerToken as exc:
             raise Unauthorized(f"invalid peer token: {exc}") from None
         if claims.project_id != project_id or claims.room_id != room_id:

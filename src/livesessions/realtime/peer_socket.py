@@ -71,7 +71,7 @@ class PeerSocket:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         token = (query.get("token") or [""])[0]
         try:
-            claims = self.signer.verify(token)
+            claims = self.signer.verify(token, self.clock() // 1000)
         except InvalidPeerToken as exc:
             self._refused("bad-token", scope, detail=str(exc))
             return await _close(send, CloseCode.BAD_TOKEN, f"invalid peer token: {exc}"[:120])
