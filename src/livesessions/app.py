@@ -48,7 +48,7 @@ class LiveSessionsApp:
         self.peer_socket = PeerSocket(
             services.signer,
             services.api_keys,
-            services.store,
+            services.rooms,
             services.keeper,
             services.membership,
             services.clock,
@@ -146,7 +146,7 @@ class LiveSessionsApp:
             policy.domain,
             policy.uri,
         )
-        closed = await self.services.store.close_interrupted_sessions()
+        closed = await self.services.history.close_interrupted_sessions()
         if closed:
             log.info("closed %d session(s) left open by the previous run", closed)
         finalized = await self.services.egress.recover()
@@ -182,7 +182,7 @@ class LiveSessionsApp:
                     await self.services.keeper.heartbeat()
                     await self.services.api_keys.flush_last_used()
                     await self.services.api_keys.refresh_revocations()
-                    await self.services.store.forget_expired_sign_ins(self.services.clock())
+                    await self.services.accounts.forget_expired_sign_ins(self.services.clock())
                 if tick_count % beats_per_lease_check == 0:
                     await self.services.egress.release_silent_workers()
             except Exception:

@@ -12,12 +12,12 @@ from livesessions.auth.wallet_sign_in import SignInPolicy, WalletSignIn
 from livesessions.clock import Clock, now_ms
 from livesessions.config import Settings
 from livesessions.domain.egress import EGRESS_TYPES
+from livesessions.domain.ports import Accounts, EgressJobs, History, Presence, Rooms, Store
 from livesessions.domain.sessions import SessionKeeper
 from livesessions.egress.links import LinkSigner, load_or_create_secret
 from livesessions.egress.service import EgressService
 from livesessions.realtime.hub import Hub
 from livesessions.realtime.membership import Membership
-from livesessions.stores.base import Presence, Store
 from livesessions.stores.memory_presence import MemoryPresence
 from livesessions.stores.sqlite import SQLiteStore
 from livesessions.telemetry import Telemetry
@@ -26,7 +26,13 @@ from livesessions.telemetry import Telemetry
 @dataclass
 class Services:
     settings: Settings
+    # The database behind the durable ports below; components take the
+    # narrowest port they need (see domain/ports.py).
     store: Store
+    rooms: Rooms
+    history: History
+    accounts: Accounts
+    jobs: EgressJobs
     presence: Presence
     keeper: SessionKeeper
     api_keys: ApiKeys
@@ -62,7 +68,7 @@ def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
     membership = Membership(keeper, hub, telemetry)
     signer = PeerTokenSigner(load_or_create_key(settings.signing_key_path))
     egress = EgressService(
-        store, presence, membership, signer, settings.recordings_dir, clock, int(settings.worker_lease * 1000)
+        store, store, presence, membership, signer, settings.recordings_dir, clock, int(settings.worker_lease * 1000)
     )
     keeper.session_end_listeners.append(egress.session_ended)
 
@@ -84,6 +90,10 @@ def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
     return Services(
         settings=settings,
         store=store,
+        rooms=store,
+        history=store,
+        accounts=store,
+        jobs=store,
         presence=presence,
         keeper=keeper,
         api_keys=api_keys,

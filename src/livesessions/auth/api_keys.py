@@ -13,9 +13,9 @@ import secrets
 from dataclasses import dataclass
 
 from livesessions.clock import Clock
+from livesessions.domain.ports import Accounts
 from livesessions.domain.records import ApiKeyRecord
 from livesessions.logs import context
-from livesessions.stores.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ class ApiKeys:
     as the command line) are picked up by `refresh_revocations`, which the
     service calls on every heartbeat."""
 
-    def __init__(self, store: Store, clock: Clock) -> None:
-        self._store = store
+    def __init__(self, accounts: Accounts, clock: Clock) -> None:
+        self._accounts = accounts
         self._clock = clock
         self._by_hash: dict[str, KeyUse] = {}
         # Revoked: refused even while the database write that revokes them is
@@ -68,7 +68,7 @@ class ApiKeys:
 
     async def create(self, project_id: str, name: str, now: int) -> tuple[str, ApiKeyRecord]:
         key = new_api_key()
-        record = await self._store.add_api_key(
+        record = await self._accounts.add_api_key(
             project_id, "key_" + secrets.token_hex(8), name, hash_api_key(key), mask_api_key(key), now
         )
         log.info("API key created", extra=context(project=project_id, key=record.id, name=name))
@@ -81,7 +81,7 @@ class ApiKeys:
         digest = hash_api_key(key)
         use = self._by_hash.get(digest)
         if use is None:
-            found = await self._store.project_for_key_hash(digest)
+            found = await self._accounts.project_for_key_hash(digest)
             if found is None or digest in self._revoked_hashes:
                 return None
             use = self._by_hash[digest] = KeyUse(found[0], found[1], digest)
@@ -94,21 +94,21 @@ class ApiKeys:
             return False
         if key_id in self._active_ids:
             return True
-        if not await self._store.api_key_active(key_id) or key_id in self._revoked_ids:
+        if not await self._accounts.api_key_active(key_id) or key_id in self._revoked_ids:
             return False
         self._active_ids.add(key_id)
         return True
 
     async def list(self, project_id: str) -> list[ApiKeyRecord]:
         await self.flush_last_used()
-        return await self._store.list_api_keys(project_id)
+        return await self._accounts.list_api_keys(project_id)
 
     async def revoke(self, project_id: str, key_id: str) -> bool:
-        digest = await self._store.api_key_hash(project_id, key_id)
+        digest = await self._accounts.api_key_hash(project_id, key_id)
         if digest is None:
             return False
         self._forget(digest, key_id)
-        await self._store.revoke_api_key(digest, self._clock())
+        await self._accounts.revoke_api_key(digest, self._clock())
         log.info("API key revoked", extra=context(project=project_id, key=key_id))
         return True
 
@@ -116,7 +116,7 @@ class ApiKeys:
         # Overlapping by a second: a revocation committed with an older clock
         # reading than the last poll is still seen.
         since = max(0, self._revocations_seen_at - 1000)
-        for digest, key_id, revoked_at in await self._store.keys_revoked_since(since):
+        for digest, key_id, revoked_at in await self._accounts.keys_revoked_since(since):
             self._forget(digest, key_id)
             self._revocations_seen_at = max(self._revocations_seen_at, revoked_at)
 
@@ -129,4 +129,4 @@ class ApiKeys:
     async def flush_last_used(self) -> None:
         if self._last_used:
             batch, self._last_used = self._last_used, {}
-            await self._store.record_key_use(batch)
+            await self._accounts.record_key_use(batch)

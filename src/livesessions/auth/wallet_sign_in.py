@@ -13,8 +13,8 @@ from livesessions.auth.api_keys import ApiKeys
 from livesessions.auth.siwe import SiweError, SiweMessage, format_time, parse_message, parse_time, recover_signer
 from livesessions.clock import Clock
 from livesessions.domain.errors import Invalid, Refused, Unauthorized
+from livesessions.domain.ports import Accounts
 from livesessions.logs import context
-from livesessions.stores.base import Store
 from livesessions.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,9 @@ def _hash(token: str) -> str:
 
 class WalletSignIn:
     def __init__(
-        self, store: Store, api_keys: ApiKeys, clock: Clock, policy: SignInPolicy, telemetry: Telemetry
+        self, accounts: Accounts, api_keys: ApiKeys, clock: Clock, policy: SignInPolicy, telemetry: Telemetry
     ) -> None:
-        self.store = store
+        self.accounts = accounts
         self.api_keys = api_keys
         self.clock = clock
         self.policy = policy
@@ -58,7 +58,7 @@ class WalletSignIn:
 
     async def new_nonce(self) -> str:
         nonce = "".join(secrets.choice(_NONCE_ALPHABET) for _ in range(24))
-        await self.store.add_nonce(nonce, self.clock() + self.policy.nonce_ttl_ms)
+        await self.accounts.add_nonce(nonce, self.clock() + self.policy.nonce_ttl_ms)
         return nonce
 
     def message_for(self, nonce: str, address: str, chain_id: int) -> str:
@@ -108,15 +108,15 @@ class WalletSignIn:
             raise Unauthorized(f"chain id {message.chain_id} is not allowed here (allowed: {allowed})")
         self._check_times(message)
         now = self.clock()
-        if not await self.store.consume_nonce(message.nonce, now):
+        if not await self.accounts.consume_nonce(message.nonce, now):
             raise Unauthorized("the nonce is unknown, expired or already used: ask for a new one")
 
-        project = await self.store.project_for_wallet(message.address, now)
+        project = await self.accounts.project_for_wallet(message.address, now)
         api_key = None
-        if await self.store.first_sign_in(project.project_id, now):
+        if await self.accounts.first_sign_in(project.project_id, now):
             api_key, _ = await self.api_keys.create(project.project_id, "first key", now)
         token = "lss_" + secrets.token_urlsafe(32)
-        await self.store.add_account_session(
+        await self.accounts.add_account_session(
             _hash(token), project.project_id, project.wallet_address, now + self.policy.session_ttl_ms
         )
         return AccountSession(project.project_id, message.address), token, api_key
@@ -141,7 +141,7 @@ class WalletSignIn:
     async def session(self, token: str | None) -> AccountSession | None:
         if not token or len(token) > 256:
             return None
-        found = await self.store.account_session(_hash(token), self.clock())
+        found = await self.accounts.account_session(_hash(token), self.clock())
         return AccountSession(*found) if found else None
 
     async def sign_out(self, token: str, everywhere: bool) -> None:
@@ -149,4 +149,4 @@ class WalletSignIn:
 
         Account sessions are not tied to API keys: revoking keys (even the
         last one) leaves the owner signed in to make new ones."""
-        await self.store.end_account_sessions(_hash(token), everywhere)
+        await self.accounts.end_account_sessions(_hash(token), everywhere)

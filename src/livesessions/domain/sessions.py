@@ -1,5 +1,5 @@
 """Sessions over time: joins, leaves and grace expiry, kept in step between
-presence (now) and the store (history).
+presence (now) and history.
 
 Each method changes presence first and queues the matching history write in
 the same step, so history is written in the order things happened. The
@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 
 from livesessions.clock import Clock
 from livesessions.domain.live import Admission, EndedSession, JoinOutcome, LeaveOutcome, RoomKey
+from livesessions.domain.ports import History, Presence
 from livesessions.logs import context
-from livesessions.stores.base import Presence, Store
 
 
 async def _all(writes: list[Awaitable[None]]) -> None:
@@ -29,9 +29,9 @@ SessionEndListener = Callable[[EndedSession], Awaitable[None]]
 
 
 class SessionKeeper:
-    def __init__(self, presence: Presence, store: Store, clock: Clock) -> None:
+    def __init__(self, presence: Presence, history: History, clock: Clock) -> None:
         self.presence = presence
-        self.store = store
+        self.history = history
         self.clock = clock
         # Told of every session that ends, after history has recorded it.
         self.session_end_listeners: list[SessionEndListener] = []
@@ -42,7 +42,7 @@ class SessionKeeper:
         writes: list[Awaitable[None]] = []
         if outcome.ended is not None:
             _log_ended(outcome.ended)
-            writes.append(self.store.end_sessions([(outcome.ended.session_id, outcome.ended.end_time)]))
+            writes.append(self.history.end_sessions([(outcome.ended.session_id, outcome.ended.end_time)]))
             # Not awaited here: the joiner should not wait on the old session's tidying.
             asyncio.get_running_loop().create_task(self._announce([outcome.ended]))
         if outcome.refused is None and not admission.is_bot and outcome.replaced_connection is None:
@@ -56,7 +56,7 @@ class SessionKeeper:
                     ),
                 )
             writes.append(
-                self.store.record_join(
+                self.history.record_join(
                     key.project_id,
                     key.room_id,
                     outcome.session_id,
@@ -76,7 +76,7 @@ class SessionKeeper:
         outcome = await self.presence.leave(key, peer_id, connection_id, now)
         if outcome is None or outcome.was_bot or outcome.session_id is None:
             return outcome, _all([])
-        return outcome, self.store.record_exit(outcome.session_id, peer_id, now)
+        return outcome, self.history.record_exit(outcome.session_id, peer_id, now)
 
     async def update_metadata(
         self, key: RoomKey, peer_id: str, connection_id: str, metadata: str, is_bot: bool
@@ -85,7 +85,7 @@ class SessionKeeper:
         session_id = await self.presence.session_of(key)
         if not changed or is_bot or session_id is None:
             return changed, _all([])
-        return True, self.store.record_peer_metadata(session_id, peer_id, metadata)
+        return True, self.history.record_peer_metadata(session_id, peer_id, metadata)
 
     async def expire(self) -> int:
         """End the sessions whose grace period ran out; how many ended."""
@@ -93,7 +93,7 @@ class SessionKeeper:
         for session in ended:
             _log_ended(session)
         if ended:
-            await self.store.end_sessions([(e.session_id, e.end_time) for e in ended])
+            await self.history.end_sessions([(e.session_id, e.end_time) for e in ended])
             await self._announce(ended)
         return len(ended)
 
@@ -109,7 +109,7 @@ class SessionKeeper:
         """Record that live sessions are still live, for crash recovery."""
         live = await self.presence.live_session_ids()
         if live:
-            await self.store.touch_sessions(live, self.clock())
+            await self.history.touch_sessions(live, self.clock())
 
 
 def _log_ended(session: EndedSession) -> None:

@@ -25,6 +25,7 @@ from livesessions.domain.egress import EGRESS_TYPES, EgressJob, EgressType
 from livesessions.domain.errors import Conflict, NotFound, Unauthorized
 from livesessions.domain.live import Admission, EndedSession, PeerPresence, RoomKey
 from livesessions.domain.permissions import BOT_ROLE, resolve_permissions
+from livesessions.domain.ports import EgressJobs, History, Presence
 from livesessions.egress import timeline
 from livesessions.egress.livestream import Broadcast
 from livesessions.egress.timeline import TimelineFile
@@ -32,7 +33,6 @@ from livesessions.logs import context
 from livesessions.realtime.hub import Connection
 from livesessions.realtime.membership import Membership
 from livesessions.realtime.protocol import CloseCode
-from livesessions.stores.base import Presence, Store
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ class ActiveJob:
 class EgressService:
     def __init__(
         self,
-        store: Store,
+        jobs: EgressJobs,
+        history: History,
         presence: Presence,
         membership: Membership,
         signer: PeerTokenSigner,
@@ -65,7 +66,8 @@ class EgressService:
         clock: Clock,
         worker_lease_ms: int,
     ) -> None:
-        self.store = store
+        self.jobs = jobs
+        self.history = history
         self.presence = presence
         self.membership = membership
         self.signer = signer
@@ -120,12 +122,12 @@ class EgressService:
             rtmp_urls=rtmp_urls,
             playback_id=secrets.token_urlsafe(24) if kind == "livestream" else None,
         )
-        if not await self.store.add_egress_job(job):
+        if not await self.jobs.add_egress_job(job):
             raise Conflict(f"a {kind} is already active in this room")
         # Counted only once the job is stored and while the session is still
         # live: a start that fails anywhere changes no count.
         if not await self.presence.count_egress(key, kind):
-            await self.store.delete_egress_job(job.id)
+            await self.jobs.delete_egress_job(job.id)
             raise Conflict("the room is not live: only a live room can be recorded or streamed")
 
         # The bot writes or publishes each event in the same step that sends it
@@ -211,7 +213,7 @@ class EgressService:
                 "recording failed and was stopped",
                 extra=context(project=key.project_id, room=key.room_id, job=job.id, reason=job.failed_reason),
             )
-        await self.store.stop_egress_job(job.id, now, size, job.failed_reason, job.failed_at)
+        await self.jobs.stop_egress_job(job.id, now, size, job.failed_reason, job.failed_at)
         job.active = False
         job.stopped_at = now
         job.size = size
@@ -238,7 +240,7 @@ class EgressService:
 
     async def recover(self) -> int:
         """Finalize jobs that were active when the last process stopped."""
-        jobs = await self.store.active_egress_jobs()
+        jobs = await self.jobs.active_egress_jobs()
         for job in jobs:
             size, written_at, failed = 0, None, None
             if job.type == "recording":
@@ -255,9 +257,9 @@ class EgressService:
                         job.project_id,
                         exc,
                     )
-            ended_at = await self.store.session_end_time(job.session_id)
+            ended_at = await self.history.session_end_time(job.session_id)
             stopped_at = max(job.started_at, written_at or ended_at or job.started_at)
-            await self.store.stop_egress_job(job.id, stopped_at, size, failed, stopped_at if failed else None)
+            await self.jobs.stop_egress_job(job.id, stopped_at, size, failed, stopped_at if failed else None)
         return len(jobs)
 
     # --- external media workers ---------------------------------------------
@@ -265,7 +267,7 @@ class EgressService:
     async def claim(self, project_id: str, job_id: str, worker_id: str) -> EgressJob:
         now = self.clock()
         return _worker_result(
-            await self.store.update_media(
+            await self.jobs.update_media(
                 project_id,
                 job_id,
                 worker_id,
@@ -280,7 +282,7 @@ class EgressService:
     ) -> EgressJob:
         now = self.clock()
         return _worker_result(
-            await self.store.update_media(
+            await self.jobs.update_media(
                 project_id,
                 job_id,
                 worker_id,
@@ -291,7 +293,7 @@ class EgressService:
 
     async def complete(self, project_id: str, job_id: str, worker_id: str, location: str, size: int) -> EgressJob:
         return _worker_result(
-            await self.store.update_media(
+            await self.jobs.update_media(
                 project_id,
                 job_id,
                 worker_id,
@@ -307,7 +309,7 @@ class EgressService:
         )
 
     async def release_silent_workers(self) -> int:
-        return await self.store.release_expired_leases(self.clock())
+        return await self.jobs.release_expired_leases(self.clock())
 
 
 def _log_if_raised(task: asyncio.Task[EgressJob]) -> None:

@@ -22,6 +22,7 @@ from livesessions.auth.peer_tokens import InvalidPeerToken, PeerClaims, PeerToke
 from livesessions.clock import Clock
 from livesessions.domain.live import Admission, PeerPresence, RoomKey
 from livesessions.domain.metadata import MetadataError, peer_metadata_text
+from livesessions.domain.ports import Rooms
 from livesessions.domain.sessions import SessionKeeper
 from livesessions.logs import context
 from livesessions.realtime import protocol
@@ -29,7 +30,6 @@ from livesessions.realtime.hub import Close, Connection
 from livesessions.realtime.membership import Membership
 from livesessions.realtime.protocol import REFUSAL_CLOSE, CloseCode
 from livesessions.realtime.throttle import Throttle, Verdict
-from livesessions.stores.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class PeerSocket:
         self,
         signer: PeerTokenSigner,
         api_keys: ApiKeys,
-        store: Store,
+        rooms: Rooms,
         keeper: SessionKeeper,
         membership: Membership,
         clock: Clock,
@@ -55,7 +55,7 @@ class PeerSocket:
     ):
         self.signer = signer
         self.api_keys = api_keys
-        self.store = store
+        self.rooms = rooms
         self.keeper = keeper
         self.membership = membership
         self.hub = membership.hub
@@ -78,7 +78,7 @@ class PeerSocket:
         if not await self.api_keys.is_active(claims.key_id):
             self._refused("revoked-key", scope, claims)
             return await _close(send, CloseCode.BAD_TOKEN, "invalid peer token: the API key that issued it was revoked")
-        room = await self.store.get_room(claims.project_id, claims.room_id)
+        room = await self.rooms.get_room(claims.project_id, claims.room_id)
         if room is None:
             self._refused("room-not-found", scope, claims)
             return await _close(send, CloseCode.ROOM_NOT_FOUND, "room not found")

@@ -14,6 +14,7 @@ from livesessions.clock import Clock
 from livesessions.config import Settings
 from livesessions.domain.egress import EgressJob, EgressType
 from livesessions.domain.errors import Forbidden, Gone, NotFound
+from livesessions.domain.ports import EgressJobs, Rooms
 from livesessions.egress.links import LinkSigner
 from livesessions.egress.livestream import END
 from livesessions.egress.service import EgressService
@@ -24,7 +25,6 @@ from livesessions.http.params import Integer, OptionalInteger, OptionalText
 from livesessions.http.responses import Out, Response, StreamingResponse
 from livesessions.http.routes.rooms import NO_SUCH_ROOM, ROOM_ID, find_room
 from livesessions.http.routing import Operation, PathParam, Reply
-from livesessions.stores.base import Store
 
 MAX_PAGE = 100
 KEEPALIVE_S = 15.0
@@ -124,9 +124,9 @@ def playback_url(settings: Settings, job: EgressJob) -> str | msgspec.UnsetType:
 
 
 async def start(
-    request: Request, store: Store, egress: EgressService, settings: Settings, body: StartBody
+    request: Request, rooms: Rooms, egress: EgressService, settings: Settings, body: StartBody
 ) -> EgressStarted:
-    await find_room(store, request.project_id, body.roomId)
+    await find_room(rooms, request.project_id, body.roomId)
     job = await egress.start(request.project_id, body.roomId, body.token, body.type, body.rtmpUrls)
     started: Literal["Recording started", "Livestream started"] = (
         "Recording started" if body.type == "recording" else "Livestream started"
@@ -134,17 +134,17 @@ async def start(
     return EgressStarted(msg=started, id=job.id, playbackUrl=playback_url(settings, job))
 
 
-async def stop(request: Request, store: Store, egress: EgressService, body: StopBody) -> EgressStopped:
-    await find_room(store, request.project_id, body.roomId)
+async def stop(request: Request, rooms: Rooms, egress: EgressService, body: StopBody) -> EgressStopped:
+    await find_room(rooms, request.project_id, body.roomId)
     job = await egress.stop(request.project_id, body.roomId, body.type)
     return EgressStopped(msg="Stopped", type=job.type, id=job.id)
 
 
 async def status(
-    request: Request, store: Store, egress: EgressService, settings: Settings
+    request: Request, rooms: Rooms, egress: EgressService, settings: Settings
 ) -> EgressIdle | EgressOngoing:
     room_id = ROOM_ID.read(request)
-    await find_room(store, request.project_id, room_id)
+    await find_room(rooms, request.project_id, room_id)
     active = egress.status(request.project_id, room_id)
     if not active:
         return EgressIdle()
@@ -157,15 +157,15 @@ async def status(
 
 
 async def recordings(
-    request: Request, store: Store, links: LinkSigner, settings: Settings, clock: Clock
+    request: Request, jobs: EgressJobs, links: LinkSigner, settings: Settings, clock: Clock
 ) -> RecordingPage:
     session_id = SESSION_ID.read(request)
     limit = LIMIT.read(request)
     before = BEFORE.read(request)
-    jobs, next_cursor = await store.list_recordings(request.project_id, session_id, before, limit)
+    found, next_cursor = await jobs.list_recordings(request.project_id, session_id, before, limit)
     expires = clock() // 1000 + int(settings.download_link_ttl)
     items = []
-    for job in jobs:
+    for job in found:
         item = Recording(
             id=job.id,
             recordingUrl=(
@@ -186,13 +186,15 @@ async def recordings(
     return RecordingPage(recordings=items, nextCursor=next_cursor)
 
 
-async def download(request: Request, store: Store, egress: EgressService, links: LinkSigner, clock: Clock) -> Response:
+async def download(
+    request: Request, jobs: EgressJobs, egress: EgressService, links: LinkSigner, clock: Clock
+) -> Response:
     job_id = request.path_params["jobId"]
     expires = EXPIRES.read(request)
     signature = SIGNATURE.read(request) or ""
     if not links.valid(job_id, expires, signature, clock() // 1000):
         raise Forbidden("This link is not valid or has expired; list the recordings again for a new one")
-    job = await store.recording(job_id)
+    job = await jobs.recording(job_id)
     if job is None:
         raise NotFound("Recording Not Found")
     path = egress.recording_path(job.id)
@@ -206,11 +208,11 @@ async def download(request: Request, store: Store, egress: EgressService, links:
     return StreamingResponse(_file_chunks(path, job.size), request.receive, b"application/x-ndjson", headers)
 
 
-async def watch(request: Request, store: Store, egress: EgressService) -> Response:
+async def watch(request: Request, jobs: EgressJobs, egress: EgressService) -> Response:
     playback_id = request.path_params["playbackId"]
     broadcast = egress.broadcast_for(playback_id)
     if broadcast is None:
-        if await store.egress_job_by_playback(playback_id) is None:
+        if await jobs.egress_job_by_playback(playback_id) is None:
             raise NotFound("Livestream Not Found")
         raise Gone("This livestream has ended")
     queue = broadcast.watch()

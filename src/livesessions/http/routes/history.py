@@ -4,6 +4,7 @@ and the project's totals."""
 from __future__ import annotations
 
 from livesessions.clock import Clock
+from livesessions.domain.ports import History, Rooms
 from livesessions.domain.records import Metrics, Participant, SessionRecord
 from livesessions.domain.sessions import SessionKeeper
 from livesessions.http.core import Request
@@ -12,7 +13,6 @@ from livesessions.http.params import Integer, OptionalInteger, RequiredText
 from livesessions.http.responses import Out
 from livesessions.http.routes.rooms import NO_SUCH_ROOM, ROOM_ID, find_room
 from livesessions.http.routing import Operation, Reply
-from livesessions.stores.base import Store
 
 MAX_PAGE = 100
 TAG = "session history"
@@ -32,30 +32,30 @@ class ParticipantList(Out):
     participants: list[Participant]
 
 
-async def session_details(request: Request, store: Store, keeper: SessionKeeper) -> SessionPage:
+async def session_details(request: Request, rooms: Rooms, history: History, keeper: SessionKeeper) -> SessionPage:
     room_id = ROOM_ID.read(request)
     limit = LIMIT.read(request)
     before = BEFORE.read(request)
-    await find_room(store, request.project_id, room_id)
+    await find_room(rooms, request.project_id, room_id)
     # Sessions whose grace just ran out are ended before anyone reads them,
     # not whenever the maintenance task next wakes.
     await keeper.expire()
-    sessions, next_cursor = await store.list_sessions(request.project_id, room_id, before, limit)
+    sessions, next_cursor = await history.list_sessions(request.project_id, room_id, before, limit)
     return SessionPage(sessions=sessions, nextCursor=next_cursor)
 
 
-async def participant_list(request: Request, store: Store, keeper: SessionKeeper) -> ParticipantList:
+async def participant_list(request: Request, history: History, keeper: SessionKeeper) -> ParticipantList:
     session_id = SESSION_ID.read(request)
     await keeper.expire()
-    participants = await store.list_participants(request.project_id, session_id)
+    participants = await history.list_participants(request.project_id, session_id)
     if participants is None:
         raise Abort(SESSION_NOT_FOUND)
     return ParticipantList(participants=participants)
 
 
-async def metrics(request: Request, store: Store, keeper: SessionKeeper, clock: Clock) -> Metrics:
+async def metrics(request: Request, history: History, keeper: SessionKeeper, clock: Clock) -> Metrics:
     await keeper.expire()
-    return await store.metrics(request.project_id, clock())
+    return await history.metrics(request.project_id, clock())
 
 
 def _participants(path: str, operation_id: str, summary: str) -> Operation:

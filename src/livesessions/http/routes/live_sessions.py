@@ -11,6 +11,7 @@ import msgspec
 from livesessions.domain.errors import NotFound
 from livesessions.domain.ids import is_room_id
 from livesessions.domain.live import LiveSession, RoomKey
+from livesessions.domain.ports import Presence
 from livesessions.http.core import Request
 from livesessions.http.errors import ErrorMessage
 from livesessions.http.fields import EpochMillis
@@ -18,7 +19,6 @@ from livesessions.http.params import OptionalInteger, OptionalText
 from livesessions.http.responses import Out, Response, encode
 from livesessions.http.routing import Operation, PathParam, Reply
 from livesessions.http.validation import ValidationFailed, issue
-from livesessions.stores.base import Presence
 
 MAX_PAGE = 1000
 TAG = "live sessions"

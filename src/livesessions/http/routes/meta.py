@@ -13,11 +13,11 @@ import msgspec
 
 from livesessions import __version__
 from livesessions.auth.peer_tokens import PeerTokenSigner
+from livesessions.domain.ports import Store
 from livesessions.http.core import Request
 from livesessions.http.errors import ROUTE_NOT_FOUND, Abort, RouteNotFound
 from livesessions.http.responses import Out, Response, json_response
 from livesessions.http.routing import Operation, PathParam, Reply
-from livesessions.stores.base import Store
 from livesessions.telemetry import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from livesessions.telemetry import Telemetry
 

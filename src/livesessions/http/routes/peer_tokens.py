@@ -11,13 +11,13 @@ from livesessions.clock import Clock
 from livesessions.domain.ids import new_peer_id
 from livesessions.domain.metadata import MAX_PEER_METADATA_BYTES, MetadataError, peer_metadata_text
 from livesessions.domain.permissions import resolve_permissions
+from livesessions.domain.ports import Rooms
 from livesessions.http.core import Request
 from livesessions.http.fields import GivenRoomId
 from livesessions.http.responses import Out
 from livesessions.http.routes.rooms import NO_SUCH_ROOM, find_room
 from livesessions.http.routing import Operation, Reply
 from livesessions.http.validation import ValidationFailed, issue
-from livesessions.stores.base import Store
 
 DEFAULT_TTL_S = 4 * 3600
 MAX_TTL_S = 30 * 24 * 3600
@@ -80,13 +80,13 @@ class PeerToken(Out):
 
 
 async def create_peer_token(
-    request: Request, store: Store, signer: PeerTokenSigner, clock: Clock, body: CreatePeerTokenBody
+    request: Request, rooms: Rooms, signer: PeerTokenSigner, clock: Clock, body: CreatePeerTokenBody
 ) -> PeerToken:
     try:
         metadata = peer_metadata_text(body.metadata)
     except MetadataError as exc:
         raise ValidationFailed([issue(["metadata"], str(exc), "too_big")]) from None
-    await find_room(store, request.project_id, body.roomId)
+    await find_room(rooms, request.project_id, body.roomId)
     overrides = msgspec.to_builtins(body.permissions) if body.permissions else None
     role = body.role or "speaker"
     claims = {

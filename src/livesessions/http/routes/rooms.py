@@ -9,6 +9,7 @@ import msgspec
 from livesessions.clock import Clock
 from livesessions.domain.ids import is_room_id
 from livesessions.domain.metadata import MetadataError, room_metadata
+from livesessions.domain.ports import Rooms
 from livesessions.domain.records import Room
 from livesessions.http.core import Request
 from livesessions.http.errors import ROOM_NOT_FOUND, Abort, RoomNotFound
@@ -17,7 +18,6 @@ from livesessions.http.params import Integer, RequiredText
 from livesessions.http.responses import Out
 from livesessions.http.routing import Operation, PathParam, Reply
 from livesessions.http.validation import ValidationFailed, issue
-from livesessions.stores.base import Store
 
 MAX_PAGE = 100
 TAG = "rooms"
@@ -75,9 +75,9 @@ class RoomValidation(Out):
     validated: bool
 
 
-async def find_room(store: Store, project_id: str, room_id: str) -> Room:
+async def find_room(rooms: Rooms, project_id: str, room_id: str) -> Room:
     """The project's room, or the 404 for a room that is not."""
-    room = await store.get_room(project_id, room_id) if is_room_id(room_id) else None
+    room = await rooms.get_room(project_id, room_id) if is_room_id(room_id) else None
     if room is None:
         raise Abort(ROOM_NOT_FOUND)
     return room
@@ -90,17 +90,17 @@ def _metadata(value: str | dict[str, Any] | None) -> dict[str, Any] | None:
         raise ValidationFailed([issue(["metadata"], str(exc))]) from None
 
 
-async def create_room(request: Request, store: Store, clock: Clock, body: CreateRoomBody) -> RoomCreated:
-    room = await store.create_room(request.project_id, _metadata(body.metadata), body.roomLocked, clock())
+async def create_room(request: Request, rooms: Rooms, clock: Clock, body: CreateRoomBody) -> RoomCreated:
+    room = await rooms.create_room(request.project_id, _metadata(body.metadata), body.roomLocked, clock())
     return RoomCreated(message="Room Created Successfully", data=CreatedRoom(roomId=room.room_id))
 
 
-async def get_rooms(request: Request, store: Store) -> RoomPage:
+async def get_rooms(request: Request, rooms: Rooms) -> RoomPage:
     limit = LIMIT.read(request)
     page = PAGE.read(request)
-    rooms, total = await store.list_rooms(request.project_id, (page - 1) * limit, limit)
+    found, total = await rooms.list_rooms(request.project_id, (page - 1) * limit, limit)
     return RoomPage(
-        rooms=rooms,
+        rooms=found,
         pageSize=limit,
         current=page,
         nextCursor=page + 1 if page * limit < total else None,
@@ -109,8 +109,8 @@ async def get_rooms(request: Request, store: Store) -> RoomPage:
     )
 
 
-async def room_details(request: Request, store: Store) -> RoomDetails:
-    room = await find_room(store, request.project_id, request.path_params["roomId"])
+async def room_details(request: Request, rooms: Rooms) -> RoomDetails:
+    room = await find_room(rooms, request.project_id, request.path_params["roomId"])
     return RoomDetails(roomId=room.room_id, roomLocked=room.room_locked, metadata=room.metadata)
 
 
@@ -119,25 +119,25 @@ def _room_id(request: Request) -> str:
     return request.path_params.get("roomId") or ROOM_ID.read(request)
 
 
-async def get_metadata(request: Request, store: Store) -> MetadataAnswer:
-    room = await find_room(store, request.project_id, _room_id(request))
+async def get_metadata(request: Request, rooms: Rooms) -> MetadataAnswer:
+    room = await find_room(rooms, request.project_id, _room_id(request))
     return MetadataAnswer(metadata=room.metadata or {})
 
 
-async def set_metadata(request: Request, store: Store) -> MetadataAnswer:
+async def set_metadata(request: Request, rooms: Rooms) -> MetadataAnswer:
     # The room first: an unknown room is a 404 whatever the body.
-    room = await find_room(store, request.project_id, _room_id(request))
+    room = await find_room(rooms, request.project_id, _room_id(request))
     body = await request.json_as(MetadataBody)
     value = _metadata(body.metadata)
     assert value is not None
-    if not await store.set_room_metadata(request.project_id, room.room_id, value):
+    if not await rooms.set_room_metadata(request.project_id, room.room_id, value):
         raise Abort(ROOM_NOT_FOUND)
     return MetadataAnswer(metadata=value)
 
 
-async def validate_room(request: Request, store: Store) -> RoomValidation:
+async def validate_room(request: Request, rooms: Rooms) -> RoomValidation:
     room_id = ROOM_ID.read(request)
-    exists = is_room_id(room_id) and await store.get_room(request.project_id, room_id) is not None
+    exists = is_room_id(room_id) and await rooms.get_room(request.project_id, room_id) is not None
     return RoomValidation(ok=True, validated=exists)
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, get_args
 import msgspec
 
 from livesessions.domain.egress import EgressJob, EgressType, MediaStatus
+from livesessions.domain.ports import EgressJobs
 from livesessions.egress.service import EgressService
 from livesessions.http.core import Request
 from livesessions.http.errors import ErrorMessage
@@ -20,7 +21,6 @@ from livesessions.http.params import Choice, Integer
 from livesessions.http.responses import Out
 from livesessions.http.routes.egress import JobId
 from livesessions.http.routing import Handler, Operation, PathParam, Reply
-from livesessions.stores.base import Store
 
 TAG = "workers"
 V1 = "/api/v1"
@@ -97,10 +97,10 @@ def job_view(job: EgressJob) -> WorkerJob:
     )
 
 
-async def list_jobs(request: Request, store: Store) -> WorkerJobList:
+async def list_jobs(request: Request, jobs: EgressJobs) -> WorkerJobList:
     status = STATUS.read(request)
     limit = LIMIT.read(request)
-    return WorkerJobList(jobs=[job_view(job) for job in await store.media_jobs(request.project_id, status, limit)])
+    return WorkerJobList(jobs=[job_view(job) for job in await jobs.media_jobs(request.project_id, status, limit)])
 
 
 async def claim(request: Request, egress: EgressService, body: ClaimBody) -> WorkerJobReply:
