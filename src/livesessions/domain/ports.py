@@ -1,0 +1,205 @@
+"""The ports the service is written against, one per concern.
+
+`Presence` is who is in which room right now (memory on one node; Redis when
+scaled out). The others are what must outlive a restart, by concern: rooms,
+history, accounts, egress jobs (SQLite embedded; PostgreSQL when scaled out).
+The domain, HTTP and realtime layers know only these; a component asks for
+the narrowest one it needs. `Store` is all durable ports in one object, for
+the code that builds the service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from livesessions.domain.egress import EgressJob
+from livesessions.domain.live import (
+    Admission,
+    EndedSession,
+    JoinOutcome,
+    LeaveOutcome,
+    LiveSession,
+    PeerPresence,
+    RoomKey,
+)
+from livesessions.domain.records import ApiKeyRecord, Metrics, Participant, Project, Room, SessionRecord
+
+if TYPE_CHECKING:
+    from livesessions.telemetry import Telemetry
+
+
+class Presence(Protocol):
+    async def join(self, key: RoomKey, admission: Admission, now: int) -> JoinOutcome: ...
+
+    async def leave(self, key: RoomKey, peer_id: str, connection_id: str, now: int) -> LeaveOutcome | None: ...
+
+    async def update_metadata(self, key: RoomKey, peer_id: str, connection_id: str, metadata: str) -> bool: ...
+
+    async def expire(self, now: int) -> list[EndedSession]: ...
+
+    async def count_egress(self, key: RoomKey, kind: str) -> bool: ...
+
+    async def live_sessions(
+        self, project_id: str, after: tuple[int, str] | None = None, limit: int | None = None
+    ) -> list[LiveSession]:
+        """Live rooms, oldest session first; `after` is a (start_time, room_id)
+        place in that order to continue after."""
+        ...
+
+    async def listing_version(self, project_id: str) -> int:
+        """A number that changes whenever the project's list of live sessions
+        could: lets a caller reuse an encoded answer while it is unchanged."""
+        ...
+
+    async def live_session(self, key: RoomKey) -> LiveSession | None: ...
+
+    async def session_of(self, key: RoomKey) -> str | None: ...
+
+    async def peers(self, key: RoomKey) -> list[PeerPresence] | None: ...
+
+    async def live_session_ids(self) -> list[str]: ...
+
+    async def totals(self) -> tuple[int, int]:
+        """(live rooms, peers in them) across every project."""
+
+
+class Accounts(Protocol):
+    """Projects, API keys, sign-in nonces and account sessions."""
+
+    async def project_for_wallet(self, wallet_address: str, now: int) -> Project: ...
+
+    async def add_api_key(
+        self, project_id: str, key_id: str, name: str, key_hash: str, masked_key: str, now: int
+    ) -> ApiKeyRecord: ...
+
+    async def project_for_key_hash(self, key_hash: str) -> tuple[str, str] | None:
+        """(project id, key id) of a key that is not revoked."""
+
+    async def api_key_active(self, key_id: str) -> bool:
+        """True for a key that exists and is not revoked."""
+
+    async def keys_revoked_since(self, since: int) -> list[tuple[str, str, int]]:
+        """(key hash, key id, revoked at) of keys revoked at or after `since`."""
+
+    async def list_api_keys(self, project_id: str) -> list[ApiKeyRecord]: ...
+
+    async def all_api_keys(self, wallet_address: str | None) -> list[tuple[str, str, ApiKeyRecord]]:
+        """(project id, wallet, key) of every working key, or of one wallet's, oldest first."""
+
+    async def api_key_project(self, key_id: str) -> str | None:
+        """The project of a working key."""
+
+    async def api_key_hash(self, project_id: str, key_id: str) -> str | None: ...
+
+    async def revoke_api_key(self, key_hash: str, now: int) -> None: ...
+
+    async def record_key_use(self, last_used: dict[str, int]) -> None: ...
+
+    async def first_sign_in(self, project_id: str, now: int) -> bool: ...
+
+    async def add_nonce(self, nonce: str, expires_at: int) -> None: ...
+
+    async def consume_nonce(self, nonce: str, now: int) -> bool: ...
+
+    async def add_account_session(self, token_hash: str, project_id: str, address: str, expires_at: int) -> None: ...
+
+    async def account_session(self, token_hash: str, now: int) -> tuple[str, str] | None: ...
+
+    async def end_account_sessions(self, token_hash: str, everywhere: bool) -> None: ...
+
+    async def forget_expired_sign_ins(self, now: int) -> None: ...
+
+
+class Rooms(Protocol):
+    """Rooms and their metadata."""
+
+    async def create_room(self, project_id: str, metadata: dict[str, Any] | None, locked: bool, now: int) -> Room: ...
+
+    async def get_room(self, project_id: str, room_id: str) -> Room | None: ...
+
+    async def list_rooms(self, project_id: str, offset: int, limit: int) -> tuple[list[Room], int]: ...
+
+    async def set_room_metadata(self, project_id: str, room_id: str, metadata: dict[str, Any]) -> bool: ...
+
+
+class History(Protocol):
+    """Sessions and who took part, as they happened. The record_* / end_* / touch_*
+    writes are queued when called (not when awaited) and land in the order they
+    were called."""
+
+    def record_join(
+        self,
+        project_id: str,
+        room_id: str,
+        session_id: str,
+        session_start: int | None,
+        peer_id: str,
+        role: str,
+        metadata: str,
+        now: int,
+    ) -> Awaitable[None]: ...
+
+    def record_exit(self, session_id: str, peer_id: str, now: int) -> Awaitable[None]: ...
+
+    def record_peer_metadata(self, session_id: str, peer_id: str, metadata: str) -> Awaitable[None]: ...
+
+    def end_sessions(self, ended: list[tuple[str, int]]) -> Awaitable[None]: ...
+
+    def touch_sessions(self, session_ids: list[str], now: int) -> Awaitable[None]: ...
+
+    async def close_interrupted_sessions(self) -> int: ...
+
+    async def list_sessions(
+        self, project_id: str, room_id: str, before: int | None, limit: int
+    ) -> tuple[list[SessionRecord], int | None]: ...
+
+    async def list_participants(self, project_id: str, session_id: str) -> list[Participant] | None: ...
+
+    async def metrics(self, project_id: str, now: int) -> Metrics: ...
+
+    async def session_end_time(self, session_id: str) -> int | None: ...
+
+    # recordings and livestreams
+
+
+class EgressJobs(Protocol):
+    """Recording and livestream jobs, and their media part for external workers."""
+
+    async def add_egress_job(self, job: EgressJob) -> bool: ...
+
+    async def delete_egress_job(self, job_id: str) -> None: ...
+
+    async def recording(self, job_id: str) -> EgressJob | None: ...
+
+    async def egress_job_by_playback(self, playback_id: str) -> EgressJob | None: ...
+
+    async def active_egress_jobs(self) -> list[EgressJob]: ...
+
+    async def stop_egress_job(
+        self, job_id: str, stopped_at: int, size: int, failed_reason: str | None = None, failed_at: int | None = None
+    ) -> bool: ...
+
+    async def list_recordings(
+        self, project_id: str, session_id: str | None, before: int | None, limit: int
+    ) -> tuple[list[EgressJob], int | None]: ...
+
+    async def media_jobs(self, project_id: str, status: str | None, limit: int) -> list[EgressJob]: ...
+
+    async def update_media(
+        self, project_id: str, job_id: str, worker_id: str, now: int, changes: dict[str, Any], claim: bool = False
+    ) -> EgressJob | str: ...
+
+    async def release_expired_leases(self, now: int) -> int: ...
+
+
+class Store(Accounts, Rooms, History, EgressJobs, Protocol):
+    """Every durable port, and the database behind them."""
+
+    def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise unless the database answers a trivial query."""
+
+    def instrument(self, telemetry: Telemetry) -> None:
+        """Record write-queue depth and commit times."""
