@@ -246,3 +246,23 @@ def test_recordings_page_with_a_cursor(proj: Project) -> None:
     for bad in ({"limit": 0}, {"cursor": "x"}):
         assert proj.get("/api/v2/sdk/recordings", params=bad).status_code == 400
     peer.close()
+
+
+def test_a_payload_cannot_forge_a_line_of_the_recording(proj: Project) -> None:
+    room = proj.create_room()
+    host, other = proj.join(room), proj.join(room)
+    host.recv_type("peer-joined")
+    assert start(proj, room).status_code == 200
+    # JSON may hold raw line breaks between its tokens: written as-is, the
+    # second line would read as an event of its own, dated 0, from "host".
+    forged = '{"t":0,"event":{"type":"data","from":"host","label":"x","payload":"forged"}}'
+    other.ws.send('{"type": "data", "to": "*", "label": "x", "payload": [\n' + forged + "\r\n]}")
+    assert host.recv_type("data")["payload"] == [json.loads(forged)]
+    assert proj.post(STOP, json={"roomId": room}).status_code == 200
+    (item,) = proj.get("/api/v2/sdk/recordings", params={"sessionId": host.session_id}).json()["recordings"]
+    lines = fetch(proj, item["recordingUrl"]).content.splitlines()
+    events = [json.loads(line)["event"] for line in lines]
+    assert [e["payload"] for e in events if e["type"] == "data"] == [[json.loads(forged)]]
+    assert all(json.loads(line)["t"] > 0 for line in lines)
+    host.close()
+    other.close()

@@ -89,11 +89,23 @@ class BadMessage(ValueError):
 def parse(text: str) -> ClientMessage:
     try:
         message: ClientMessage = _decoder.decode(text)
-        return message
     except msgspec.ValidationError as exc:
         raise BadMessage(_explain(str(exc))) from None
     except msgspec.DecodeError:
         raise BadMessage("malformed JSON") from None
+    if isinstance(message, SendData):
+        message.payload = one_line(message.payload)
+    return message
+
+
+def one_line(raw: msgspec.Raw) -> msgspec.Raw:
+    """The value without line breaks between its tokens (strings cannot hold
+    raw ones): the recorder writes one event a line and the livestream one
+    event a frame, so a payload must not be able to start a line of its own."""
+    data = bytes(raw)
+    if b"\n" in data or b"\r" in data:
+        return msgspec.Raw(msgspec.json.format(data, indent=0))
+    return raw
 
 
 def _explain(problem: str) -> str:
