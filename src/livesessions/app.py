@@ -98,6 +98,12 @@ class LiveSessionsApp:
         self.services.telemetry.observe_http(scope["method"], pattern, response.status, time.perf_counter() - started)
 
     async def _serve(self, route: Route, request: Request) -> Response:
+        if route.auth != "none":
+            # An address that has sent too many wrong keys or tokens is not
+            # heard until its budget refills: not even a right guess gets in.
+            wait = self.services.failed_auth_limiter.waiting(request.client_address)
+            if wait:
+                return too_many(ADDRESS_OVER_LIMIT, wait)
         if route.auth == "api_key":
             found = await self.services.api_keys.project_for(request.header(b"x-api-key"))
             if found is None:

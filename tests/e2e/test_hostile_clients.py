@@ -97,20 +97,17 @@ def test_a_flooding_peer_is_throttled_then_cut_off_and_the_others_stay(tight: Se
     flooder = project.join(room)
     readers = [project.join(room) for _ in range(3)]
     frame = json.dumps({"type": "data", "to": "*", "label": "spam", "payload": "x" * 200})
-    sent = 0
     code = None
     from websockets.exceptions import ConnectionClosed
 
     try:
         for _ in range(20_000):
             flooder.ws.send(frame)
-            sent += 1
     except ConnectionClosed as closed:
         code = closed.rcvd.code if closed.rcvd else None
     if code is None:
         code, _reason = wait_closed(flooder.ws, timeout=10)
     assert code == 4008, code
-    assert sent < 20_000 or code == 4008
     # Every well-behaved reader is still connected, got at most the burst
     # (plus what the rate refilled), and hears the flooder leave.
     for reader in readers:
@@ -333,18 +330,23 @@ def test_sign_out_ends_the_account_session_here_or_everywhere(tight: Server) -> 
 
 
 def test_guessing_keys_is_throttled_per_client_address(fresh_server: Server) -> None:
-    fresh_server.options.update({"failed-auths-per-minute": 5, "trusted-proxies": "127.0.0.1"})
+    fresh_server.options.update({"failed-auths-per-minute": 60, "trusted-proxies": "127.0.0.1"})
     fresh_server.start()
     good = fresh_server.create_key()
     url = fresh_server.base + "/api/v2/sdk/live-sessions"
-    statuses = [httpx.get(url, headers={"x-api-key": f"lsk_guess{i}"}).status_code for i in range(8)]
-    assert statuses[:5] == [401] * 5 and statuses[5:] == [429] * 3
+    with httpx.Client() as client:
+        statuses = [client.get(url, headers={"x-api-key": f"lsk_guess{i}"}).status_code for i in range(63)]
+    assert statuses[:60] == [401] * 60 and statuses[60:] == [429] * 3
     assert int(httpx.get(url, headers={"x-api-key": "lsk_again"}).headers["retry-after"]) >= 1
     assert (
         httpx.get(fresh_server.base + "/api/v2/keys", headers={"authorization": "Bearer lss_guess"}).status_code == 429
     )
-    # a valid key from the same address still works: only failures are limited
-    assert httpx.get(url, headers={"x-api-key": good}).status_code == 200
+    # Not even the right key gets in from there until the budget refills:
+    # otherwise guessing would go on at full speed, only answered 429.
+    assert httpx.get(url, headers={"x-api-key": good}).status_code == 429
     # behind a trusted proxy, each forwarded client has its own budget
     other_client = {"x-api-key": "lsk_guess", "x-forwarded-for": "203.0.113.7"}
     assert httpx.get(url, headers=other_client).status_code == 401
+    assert httpx.get(url, headers={"x-api-key": good, "x-forwarded-for": "203.0.113.8"}).status_code == 200
+    time.sleep(1.2)  # 60 a minute: one attempt back every second
+    assert httpx.get(url, headers={"x-api-key": good}).status_code == 200

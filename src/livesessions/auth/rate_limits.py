@@ -5,39 +5,50 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 
 
 class RateLimiter:
-    """`rate` requests a second on average, bursts of up to `burst`."""
+    """`rate` requests a second on average, bursts of up to `burst`.
+
+    At most `max_keys` buckets are kept: past that the least recently used
+    goes (a forgotten key starts again with a full bucket, so a flood of
+    new keys costs O(1) each and cannot grow memory)."""
 
     def __init__(self, rate: float, burst: float, max_keys: int = 100_000) -> None:
         self.rate = rate
         self.burst = burst
         self._max_keys = max_keys
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
 
     def acquire(self, key: str) -> float:
-        """0 if the request may go ahead; else seconds until it could."""
+        """0 if the request may go ahead (and it is counted); else seconds until it could."""
         if self.rate <= 0:
             return 0.0
         now = time.monotonic()
-        tokens, at = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        tokens = self._tokens(key, now)
         if tokens >= 1:
-            if len(self._buckets) >= self._max_keys and key not in self._buckets:
-                self._forget_full(now)
-            self._buckets[key] = (tokens - 1, now)
+            self._keep(key, tokens - 1, now)
             return 0.0
-        self._buckets[key] = (tokens, now)
+        self._keep(key, tokens, now)
         return (1 - tokens) / self.rate
 
-    def _forget_full(self, now: float) -> None:
-        """Drop buckets that have refilled: they hold nothing worth keeping."""
-        self._buckets = {
-            key: (tokens, at)
-            for key, (tokens, at) in self._buckets.items()
-            if tokens + (now - at) * self.rate < self.burst
-        }
+    def waiting(self, key: str) -> float:
+        """Seconds until `key` may go ahead again; 0 now. Counts nothing."""
+        if self.rate <= 0:
+            return 0.0
+        tokens = self._tokens(key, time.monotonic())
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
+    def _tokens(self, key: str, now: float) -> float:
+        tokens, at = self._buckets.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - at) * self.rate)
+
+    def _keep(self, key: str, tokens: float, now: float) -> None:
+        self._buckets[key] = (tokens, now)
+        self._buckets.move_to_end(key)
+        if len(self._buckets) > self._max_keys:
+            self._buckets.popitem(last=False)
 
 
 def retry_after(seconds: float) -> str:
