@@ -152,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
         "LIVESESSIONS_WALLET_KEY environment variable, never from the command line.",
     )
     login.add_argument("--url", default="http://127.0.0.1:8080", help="the service (default: http://127.0.0.1:8080)")
+    login.add_argument(
+        "--public-url",
+        help="the service's public URL, which the signed message must name, when it is not --url "
+        "(a server behind a proxy, started with --public-url)",
+    )
     login.add_argument("--key-file", type=Path, help="a file holding the wallet's hex private key")
     login.add_argument("--chain-id", type=int, default=1, help="the chain id to sign for (default: 1)")
     login.add_argument("--name", default="login", help="name of the key created when one is needed (default: login)")
@@ -418,7 +423,7 @@ def run_login(args: argparse.Namespace) -> int:
     else:
         raise CommandError("give the wallet's private key with --key-file or LIVESESSIONS_WALLET_KEY")
     try:
-        answer = login(args.url, private_key, args.chain_id, args.name)
+        answer = login(args.url, private_key, args.chain_id, args.name, args.public_url)
     except LoginError as exc:
         raise CommandError(str(exc)) from None
     if args.json:

@@ -47,3 +47,21 @@ def test_login_command_signs_in_from_a_key_file(auth_server: Server, tmp_path) -
     bad = run("--key-file", str(key_file))
     assert bad.returncode != 0 and "not a key" not in bad.stderr and "Traceback" not in bad.stderr
     assert "--private-key" not in subprocess.run([str(BIN), "login", "--help"], capture_output=True, text=True).stdout
+
+
+def test_login_names_the_public_url_of_a_server_behind_a_proxy(tmp_path) -> None:
+    server = Server(tmp_path / "data", **{"public-url": "https://live.example.com"}).start()
+    try:
+        key_file = tmp_path / "wallet.key"
+        key_file.write_text(Account.create().key.hex())
+        base = ["login", "--url", server.base, "--key-file", str(key_file)]
+        plain = subprocess.run([str(BIN), *base], capture_output=True, text=True, timeout=60)
+        assert plain.returncode != 0 and "live.example.com" in plain.stderr
+        named = subprocess.run(
+            [str(BIN), *base, "--public-url", "https://live.example.com"], capture_output=True, text=True, timeout=60
+        )
+        assert named.returncode == 0, named.stderr
+        api_key = named.stdout.strip().splitlines()[-1]
+        assert httpx.get(server.base + "/api/v2/sdk/live-sessions", headers={"x-api-key": api_key}).status_code == 200
+    finally:
+        server.stop()

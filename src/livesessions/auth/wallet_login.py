@@ -44,9 +44,15 @@ def _call(method: str, url: str, body: dict[str, Any] | None = None, token: str 
         raise LoginError(f"cannot reach {url}: {exc.reason}") from None
 
 
-def login(base_url: str, private_key: str, chain_id: int, key_name: str) -> dict[str, Any]:
+def login(
+    base_url: str, private_key: str, chain_id: int, key_name: str, public_url: str | None = None
+) -> dict[str, Any]:
     """Sign in; returns the verify answer with an `apiKey` (a new one if the
-    wallet had signed in before and so got none from the sign-in itself)."""
+    wallet had signed in before and so got none from the sign-in itself).
+
+    The message names `public_url` (the service's --public-url), by default
+    `base_url`. It is built here, never taken from the server: a server
+    could otherwise have the wallet sign a message for another site."""
     try:
         account = Account.from_key(private_key.strip())
     except Exception:  # noqa: BLE001 - never echo the key back
@@ -55,12 +61,15 @@ def login(base_url: str, private_key: str, chain_id: int, key_name: str) -> dict
     parts = urlsplit(base)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise LoginError(f"--url must be an http(s) address, not {base_url!r}")
+    named = urlsplit(public_url.rstrip("/")) if public_url else parts
+    if named.scheme not in ("http", "https") or not named.netloc:
+        raise LoginError(f"--public-url must be an http(s) address, not {public_url!r}")
     nonce = _call("GET", f"{base}/api/v2/auth/nonce")["nonce"]
     message = SiweMessage(
-        domain=parts.netloc,
+        domain=named.netloc,
         address=account.address,
         statement=STATEMENT,
-        uri=f"{parts.scheme}://{parts.netloc}",
+        uri=f"{named.scheme}://{named.netloc}",
         chain_id=chain_id,
         nonce=nonce,
         issued_at=format_time(now_ms()),
