@@ -88,6 +88,13 @@ def test_health_and_readiness(tmp_path: Path) -> None:
         ready = await client.get("/readyz")
         assert (ready.status_code, ready.json()) == (200, {"ok": True})
 
+        # The writer thread stops (the database still reads): not ready.
+        database = services.store.db  # type: ignore[attr-defined]
+        database._queue.put(None)
+        database._thread.join(timeout=5)
+        stalled = await client.get("/readyz")
+        assert stalled.status_code == 503 and stalled.json()["failed"] == ["database"]
+
         services.store.close()  # the database stops answering
         unready = await client.get("/readyz")
         assert unready.status_code == 503

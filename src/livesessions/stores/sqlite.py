@@ -162,7 +162,10 @@ class SQLiteStore:
         self.db.close()
 
     async def ping(self) -> None:
-        self.db.read_one("SELECT 1")
+        # A real table read, and an (empty) transaction through the writer:
+        # a stopped writer thread or a database that cannot be locked fails.
+        self.db.read_one("SELECT 1 FROM projects LIMIT 1")
+        await self.db.write(_nothing)
 
     def instrument(self, telemetry: Telemetry) -> None:
         self.db.observe_commit = telemetry.commits.observe
@@ -637,3 +640,7 @@ class SQLiteStore:
             ).rowcount
 
         return await self.db.write(write)
+
+
+def _nothing(conn: sqlite3.Connection) -> None:
+    pass

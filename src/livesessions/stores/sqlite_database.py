@@ -65,7 +65,7 @@ class SQLiteDatabase:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        if self._closed:
+        if self._closed or not self._thread.is_alive():
             future.set_exception(RuntimeError("the database is closed"))
         else:
             self._queue.put((fn, future))

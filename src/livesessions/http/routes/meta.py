@@ -4,6 +4,7 @@ connects a wallet."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from importlib import resources
@@ -24,6 +25,8 @@ from livesessions.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 TAG = "meta"
+# A database slower than this to answer a trivial query is as good as down.
+READINESS_TIMEOUT_S = 2.0
 HTML = b"text/html; charset=utf-8"
 # The reference page runs only what this service serves: scripts and styles
 # from here (Swagger UI sets inline styles), pictures from here or inline.
@@ -102,7 +105,7 @@ async def liveness(request: Request) -> Response:
 
 async def readiness(request: Request, store: Store) -> Response:
     try:
-        await store.ping()
+        await asyncio.wait_for(store.ping(), READINESS_TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - whatever it is, the database is not answering
         log.warning("readiness: the database did not answer: %r", exc)
         return json_response(
@@ -115,8 +118,14 @@ async def get_metrics(request: Request, telemetry: Telemetry) -> Response:
     return Response(200, await telemetry.render(), [(b"cache-control", b"no-store")], PROMETHEUS_CONTENT_TYPE.encode())
 
 
-async def get_jwks(request: Request, signer: PeerTokenSigner) -> JsonWebKeySet:
-    return msgspec.convert(signer.jwks, JsonWebKeySet)
+async def get_jwks(request: Request, signer: PeerTokenSigner) -> Response:
+    return _jwks(signer)
+
+
+@functools.cache
+def _jwks(signer: PeerTokenSigner) -> Response:
+    """The key set, checked and encoded once: it never changes while serving."""
+    return json_response(200, msgspec.convert(signer.jwks, JsonWebKeySet))
 
 
 async def get_openapi(request: Request, api_document: Response) -> Response:
@@ -212,7 +221,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Public keys that verify peer tokens",
         TAG,
         auth="none",
-        answer=Reply("A JSON Web Key Set."),
+        answer=Reply("A JSON Web Key Set.", JsonWebKeySet),
     ),
     Operation(
         "GET",
