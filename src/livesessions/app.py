@@ -46,8 +46,7 @@ class LiveSessionsApp:
         self.services = services
         self.router = build_app_router(services)
         self.peer_socket = PeerSocket(
-            services.signer,
-            services.api_keys,
+            services.peer_tokens,
             services.rooms,
             services.keeper,
             services.membership,

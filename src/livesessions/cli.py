@@ -183,10 +183,12 @@ def run_serve(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     services = build_services(settings)
     # Bounded request heads, read timeouts, a cap on connections per client,
-    # and WebSocket peers that stop reading cut off: livesessions.http.protocols.
+    # and clients that stop reading cut off (counted as peer disconnects):
+    # livesessions.http.protocols.
     from livesessions.http.protocols import protocol_classes, raise_open_files_limit
 
-    http_protocol, ws_protocol = protocol_classes(settings)
+    disconnects = services.telemetry.disconnects
+    http_protocol, ws_protocol = protocol_classes(settings, lambda reason: disconnects.labels(reason).inc())
     raise_open_files_limit()
     config = uvicorn.Config(
         create_app(services),

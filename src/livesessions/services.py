@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from livesessions.auth.api_keys import ApiKeys
-from livesessions.auth.peer_tokens import PeerTokenSigner, load_or_create_key
+from livesessions.auth.peer_tokens import PeerTokenCheck, PeerTokenSigner, load_or_create_key
 from livesessions.auth.rate_limits import RateLimiter
 from livesessions.auth.wallet_sign_in import SignInPolicy, WalletSignIn
 from livesessions.clock import Clock, now_ms
@@ -37,6 +37,7 @@ class Services:
     keeper: SessionKeeper
     api_keys: ApiKeys
     signer: PeerTokenSigner
+    peer_tokens: PeerTokenCheck
     hub: Hub
     membership: Membership
     egress: EgressService
@@ -67,8 +68,17 @@ def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
     store.instrument(telemetry)
     membership = Membership(keeper, hub, telemetry)
     signer = PeerTokenSigner(load_or_create_key(settings.signing_key_path))
+    api_keys = ApiKeys(store, clock)
+    peer_tokens = PeerTokenCheck(signer, api_keys.is_active)
     egress = EgressService(
-        store, store, presence, membership, signer, settings.recordings_dir, clock, int(settings.worker_lease * 1000)
+        store,
+        store,
+        presence,
+        membership,
+        peer_tokens,
+        settings.recordings_dir,
+        clock,
+        int(settings.worker_lease * 1000),
     )
     keeper.session_end_listeners.append(egress.session_ended)
 
@@ -80,7 +90,6 @@ def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
             telemetry.recordings_active.labels(kind).set(egress.active_count(kind))
 
     telemetry.refresh_before_scrape(refresh_gauges)
-    api_keys = ApiKeys(store, clock)
     policy = SignInPolicy(
         domain=settings.siwe_domain or urlsplit(settings.base_url).netloc,
         uri=settings.siwe_uri or settings.base_url,
@@ -98,6 +107,7 @@ def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
         keeper=keeper,
         api_keys=api_keys,
         signer=signer,
+        peer_tokens=peer_tokens,
         hub=hub,
         membership=membership,
         egress=egress,

@@ -266,3 +266,22 @@ def test_a_payload_cannot_forge_a_line_of_the_recording(proj: Project) -> None:
     assert all(json.loads(line)["t"] > 0 for line in lines)
     host.close()
     other.close()
+
+
+def test_a_revoked_keys_tokens_cannot_start_recordings(egress_server: LocalApp) -> None:
+    from livesessions.auth.api_keys import hash_api_key
+
+    services = egress_server.services
+    doomed_key = egress_server.create_key()
+    project_id, doomed_id = egress_server.run(services.accounts.project_for_key_hash(hash_api_key(doomed_key)))
+    other_key, _ = egress_server.run(services.api_keys.create(project_id, "other", services.clock()))
+    doomed, other = Project(egress_server, doomed_key), Project(egress_server, other_key)
+    room = doomed.create_room()
+    peer = doomed.join(room)
+    token = doomed.token(room)
+    assert egress_server.run(services.api_keys.revoke(project_id, doomed_id))
+    # Asked with a key that works, naming the revoked key's token: refused.
+    answer = other.post(START, json={"roomId": room, "token": token})
+    assert answer.status_code == 401 and "revoked" in answer.json()["message"]
+    assert other.post(START, json={"roomId": room, "token": other.token(room)}).status_code == 200
+    peer.close()

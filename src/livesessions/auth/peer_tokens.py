@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,10 @@ REQUIRED_CLAIMS = ("peerId", "roomId", "projectId", "keyId", "role", "permission
 
 class InvalidPeerToken(Exception):
     pass
+
+
+class RevokedKey(InvalidPeerToken):
+    """The token is well signed, but the API key that issued it was revoked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +113,18 @@ class PeerTokenSigner:
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise InvalidPeerToken("malformed claims") from exc
+
+
+class PeerTokenCheck:
+    """What makes a peer token good, in one place: its signature, its expiry
+    by the service's clock, and the API key that issued it (tokens die with it)."""
+
+    def __init__(self, signer: PeerTokenSigner, is_key_active: Callable[[str], Awaitable[bool]]) -> None:
+        self.signer = signer
+        self._is_key_active = is_key_active
+
+    async def claims(self, token: str, now_s: int) -> PeerClaims:
+        claims = self.signer.verify(token, now_s)
+        if not await self._is_key_active(claims.key_id):
+            raise RevokedKey("the API key that issued it was revoked")
+        return claims

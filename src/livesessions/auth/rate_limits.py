@@ -53,3 +53,26 @@ class RateLimiter:
 
 def retry_after(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
+
+
+def client_key(address: str) -> str:
+    """What a client address is counted by, in rate limits and connection caps.
+
+    An IPv6 client is its /64 network: one subscriber is routinely given a
+    whole /64 and may pick any address in it, so counting addresses would
+    not limit it at all. An IPv4 client (also written IPv4-mapped, ::ffff:a.b.c.d)
+    is its address. Anything else (not an IP address) is kept as it is.
+    """
+    # Imported here so that this function is the only part of the file it touches.
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        # int() drops any zone (fe80::1%eth0): the network is the same.
+        return f"{ipaddress.IPv6Address(int(ip) >> 64 << 64)}/64"
+    return str(ip)

@@ -19,7 +19,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from livesessions.auth.peer_tokens import InvalidPeerToken, PeerTokenSigner
+from livesessions.auth.peer_tokens import InvalidPeerToken, PeerTokenCheck
 from livesessions.clock import Clock
 from livesessions.domain.egress import EGRESS_TYPES, EgressJob, EgressType
 from livesessions.domain.errors import Conflict, NotFound, Unauthorized
@@ -61,7 +61,7 @@ class EgressService:
         history: History,
         presence: Presence,
         membership: Membership,
-        signer: PeerTokenSigner,
+        tokens: PeerTokenCheck,
         recordings_dir: Path,
         clock: Clock,
         worker_lease_ms: int,
@@ -70,7 +70,7 @@ class EgressService:
         self.history = history
         self.presence = presence
         self.membership = membership
-        self.signer = signer
+        self.tokens = tokens
         self.recordings_dir = recordings_dir
         self.clock = clock
         self.worker_lease_ms = worker_lease_ms
@@ -89,7 +89,7 @@ class EgressService:
     ) -> EgressJob:
         key = RoomKey(project_id, room_id)
         try:
-            claims = self.signer.verify(token, self.clock() // 1000)
+            claims = await self.tokens.claims(token, self.clock() // 1000)
         except InvalidPeerToken as exc:
             raise Unauthorized(f"invalid peer token: {exc}") from None
         if claims.project_id != project_id or claims.room_id != room_id:

@@ -86,7 +86,10 @@ def refusal(status: int, message: str, headers: Headers | None = None) -> Respon
 def answer_refused(exc: Refused) -> Response:
     """The table at work: a domain refusal as the client sees it."""
     headers = [(b"retry-after", retry_after(exc.retry_after).encode())] if isinstance(exc, TooMany) else None
-    return refusal(STATUS_OF[type(exc)], exc.message, headers)
+    # By the nearest kind in its ancestry: a narrower refusal declared later
+    # is answered as the kind it refines.
+    status = next((STATUS_OF[kind] for kind in type(exc).__mro__ if kind in STATUS_OF), 400)
+    return refusal(status, exc.message, headers)
 
 
 def too_many(message: str, wait: float) -> Response:

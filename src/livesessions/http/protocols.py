@@ -5,14 +5,23 @@ Stock uvicorn (httptools + websockets-sansio) lets a client:
   pieces that are concatenated, so a 200 MB header costs minutes of CPU;
 - hold a connection forever with a request that never ends (slowloris);
 - open as many connections as the process has file descriptors;
-- stop reading: every WebSocket close (ping timeout, app close, peer close)
-  goes through transport.close(), which first waits for the write buffer to
-  drain, and a send() waits for it without end, so such a peer is never let
-  go and pins all that is queued for it.
+- stop reading: a send() (HTTP response body or WebSocket message) waits
+  for the write buffer to drain without end, and every WebSocket close (ping
+  timeout, app close, peer close) goes through transport.close(), which
+  first waits for it too, so such a client is never let go and pins all that
+  is queued for it (a livestream viewer, a download).
 
-The subclasses here bound each of these; `protocol_classes(settings)` gives
-the pair to pass to uvicorn.Config(http=..., ws=...). The request fast path
-gains only a few attribute checks and no timer or task per request.
+The subclasses here bound each of these; `protocol_classes(settings, on_cut_off)`
+gives the pair to pass to uvicorn.Config(http=..., ws=...). The request fast
+path gains only a few attribute checks and no timer or task per request.
+
+Connections the transport cuts off are logged on this module's logger
+("connection cut off", with the reason and the client's address; never a
+URL, which may carry a token) and reported to `on_cut_off` with the reason:
+"ping-timeout" (a WebSocket peer did not answer a ping in time),
+"stalled-writer" (a client did not read what was written to it for the
+liveness bound) or "stalled-reader" (a client stopped sending in the middle
+of a request's head or body for the read timeout).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import json
 import logging
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
@@ -33,9 +43,16 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn.server import ServerState
 from websockets import http11
 
+from livesessions.auth.rate_limits import client_key
 from livesessions.config import Settings
+from livesessions.logs import context
 
-log = logging.getLogger("uvicorn.error")
+log = logging.getLogger(__name__)
+
+# Why the transport cut a connection off (the label of the disconnects counter).
+PING_TIMEOUT = "ping-timeout"
+STALLED_WRITER = "stalled-writer"
+STALLED_READER = "stalled-reader"
 
 # Bytes of a request line besides its URL: the method, two spaces,
 # "HTTP/1.1" and CRLF. Used to tell an over-long URL (414) from over-long
@@ -50,8 +67,8 @@ class TransportLimits:
     # Headers must arrive in full this long after the connection opens or
     # the previous response ends; a body may not pause for longer (408).
     read_timeout: float
-    # A WebSocket whose write buffer stays full this long is cut off: the
-    # liveness bound, ping_interval + ping_timeout.
+    # A connection (HTTP or WebSocket) whose write buffer stays full this
+    # long is cut off: the liveness bound, ping_interval + ping_timeout.
     write_stall_timeout: float
     # How long a closing WebSocket gets to flush its close frame (and hear the
     # peer's close) before the connection is aborted.
@@ -59,8 +76,8 @@ class TransportLimits:
 
 
 class ClientLimiter:
-    """Open connections per client address, shared by the HTTP and WebSocket
-    protocols of one server.
+    """Open connections per client (an IPv4 address, an IPv6 /64: see
+    client_key), shared by the HTTP and WebSocket protocols of one server.
 
     Counted by transport, not by protocol object: an upgrade hands the
     transport from the HTTP protocol to the WebSocket one, and whichever of
@@ -83,28 +100,29 @@ class ClientLimiter:
         """Count a new connection from `host`; False if it is over the cap."""
         if self.limit <= 0 or host is None or self._is_exempt(host):
             return True
-        count = self._counts.get(host, 0)
+        key = client_key(host)
+        count = self._counts.get(key, 0)
         if count >= self.limit:
             return False
-        self._counts[host] = count + 1
-        self._held[transport] = host
+        self._counts[key] = count + 1
+        self._held[transport] = key
         return True
 
     def release(self, transport: object) -> None:
-        host = self._held.pop(transport, None)
-        if host is None:
+        key = self._held.pop(transport, None)
+        if key is None:
             return
-        count = self._counts[host] - 1
+        count = self._counts[key] - 1
         if count:
-            self._counts[host] = count
+            self._counts[key] = count
         else:
-            del self._counts[host]
+            del self._counts[key]
 
     def warn_refused(self, host: str, now: float) -> None:
         # One line per minute at most: a flood must not become a log flood.
         if now - self._last_warning >= 60:
             self._last_warning = now
-            log.warning("refusing connections from %s: %d already open (the limit)", host, self.limit)
+            log.warning("refusing connections from %s: %d already open (the limit)", client_key(host), self.limit)
 
     def _is_exempt(self, host: str) -> bool:
         if not self._exempt:
@@ -143,11 +161,67 @@ def _close_soon(transport: asyncio.Transport) -> None:
         transport.close()
 
 
-class LimitedHttpProtocol(HttpToolsProtocol):
-    """httptools protocol with bounded heads, read timeouts and a per-client cap."""
+class WriteStallLimit:
+    """Cuts off a connection whose client stops reading: mixed into both
+    protocol classes, ahead of uvicorn's.
+
+    uvicorn's send() (an HTTP response body, a WebSocket message) awaits the
+    write buffer's drain with no bound, and a transport.close() waits for it
+    too, so a client that stops reading blocks the app's sends forever. The
+    transport says when its buffer is full (pause_writing); if it stays full
+    for the liveness bound, the client is cut off. connection_lost then wakes
+    the blocked send (an HTTP response's send returns and the app's receive()
+    gets http.disconnect; a WebSocket send raises ClientDisconnected and its
+    receive() gets websocket.disconnect).
+    """
 
     limits: ClassVar[TransportLimits]
     limiter: ClassVar[ClientLimiter]
+    # Set by uvicorn's protocol classes.
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    client: tuple[str, int] | None
+
+    _stall_timer: asyncio.TimerHandle | None = None
+    _was_cut_off = False
+
+    @staticmethod
+    def report_cut_off(reason: str) -> None:
+        """Counts a cut-off by its reason; protocol_classes puts the caller's
+        hook here."""
+
+    def pause_writing(self) -> None:
+        super().pause_writing()  # type: ignore[misc]
+        if self._stall_timer is None:
+            self._stall_timer = self.loop.call_later(self.limits.write_stall_timeout, self._write_stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()  # type: ignore[misc]
+        self._stop_stall_timer()
+
+    def _stop_stall_timer(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def _write_stalled(self) -> None:
+        # Still paused (resume_writing and connection_lost stop the timer),
+        # closing or not: a close waits for the same buffer to drain.
+        self._stall_timer = None
+        self._cut_off(STALLED_WRITER)
+
+    def _cut_off(self, reason: str) -> None:
+        if self._was_cut_off:  # aborted already; connection_lost is on its way
+            return
+        self._was_cut_off = True
+        log.info("connection cut off", extra=context(reason=reason, client=_client(self.client)))
+        self.report_cut_off(reason)
+        cut_off(self.transport)
+
+
+class LimitedHttpProtocol(WriteStallLimit, HttpToolsProtocol):
+    """httptools protocol with bounded heads, read timeouts, a bound on
+    clients that stop reading, and a per-client cap."""
 
     def __init__(
         self,
@@ -196,6 +270,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self.limiter.release(self.transport)
+        self._stop_stall_timer()
         # uvicorn cancels its keep-alive timer only on a clean close.
         self._unset_keepalive_if_required()
         if self._body_timer is not None:
@@ -311,6 +386,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         # ours may act on it (the per-client count goes with the transport).
         self._answered = True
         self._unset_keepalive_if_required()
+        self._stop_stall_timer()
         super().handle_websocket_upgrade()
 
     def _handshake_problem(self) -> tuple[int, str] | None:
@@ -351,6 +427,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             # retries on a closed connection, not on an error answer).
             _close_soon(self.transport)
             return
+        self._reader_stalled()
         self._answer(408, f"request headers not received in full within {self._read_timeout:g} s")
 
     def _body_timeout(self) -> None:
@@ -370,6 +447,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._body_timer = self.loop.call_later(self._read_timeout - idle, self._body_timeout)
             return
         self._answered = True
+        self._reader_stalled()
         if cycle.response_started:
             # Too late for an error answer: just end the connection.
             cycle.keep_alive = False
@@ -379,6 +457,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         # anything it sends is dropped rather than written after our answer.
         cycle.disconnected = True
         self._send_error(408, f"request body stalled: no bytes for {self._read_timeout:g} s")
+
+    def _reader_stalled(self) -> None:
+        """A request stopped coming: it is answered 408 (or its connection
+        closed) rather than cut off, but it ends the same way."""
+        log.info("connection cut off", extra=context(reason=STALLED_READER, client=_client(self.client)))
+        self.report_cut_off(STALLED_READER)
 
     # Answers
 
@@ -413,11 +497,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         _close_soon(self.transport)
 
 
-class LimitedWebSocketProtocol(WebSocketsSansIOProtocol):
+class LimitedWebSocketProtocol(WriteStallLimit, WebSocketsSansIOProtocol):
     """websockets-sansio protocol that lets go of peers it cannot write to."""
-
-    limits: ClassVar[TransportLimits]
-    limiter: ClassVar[ClientLimiter]
 
     def __init__(
         self,
@@ -429,41 +510,16 @@ class LimitedWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(config, server_state, app_state, _loop)
         # uvicorn waits 10 s for the peer's answer to our close frame.
         self.close_timeout = self.limits.close_timeout
-        self._stall_timer: asyncio.TimerHandle | None = None
         self._abort_timer: asyncio.TimerHandle | None = None
         self._close_timer_bounded = False
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self.limiter.release(self.transport)
-        for timer in (self._stall_timer, self._abort_timer):
-            if timer is not None:
-                timer.cancel()
-        self._stall_timer = self._abort_timer = None
-
-    # Writing: uvicorn's send() awaits `writable` with no bound, so a peer
-    # that stops reading blocks the app's sends forever. The transport says
-    # when its buffer is full (pause_writing); if it stays full for the
-    # liveness bound, the peer is cut off. connection_lost then wakes the
-    # blocked send (ClientDisconnected) and queues websocket.disconnect for
-    # the app's receive().
-
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        if self._stall_timer is None:
-            self._stall_timer = self.loop.call_later(self.limits.write_stall_timeout, self._write_stalled)
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
-
-    def _write_stalled(self) -> None:
-        self._stall_timer = None
-        if not self.writable.is_set() and not self.disconnected:
-            log.info("%s - WebSocket peer stopped reading; disconnected", _client(self.client))
-            cut_off(self.transport)
+        self._stop_stall_timer()
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
 
     # Closing: every uvicorn path ends in transport.close(), which waits for
     # the write buffer to drain, without end for a peer that does not read.
@@ -475,8 +531,7 @@ class LimitedWebSocketProtocol(WebSocketsSansIOProtocol):
         self.pending_ping_payload = None
         if self.close_sent or self.transport.is_closing():
             return
-        log.info("%s - WebSocket keepalive ping timeout; disconnected", _client(self.client))
-        cut_off(self.transport)
+        self._cut_off(PING_TIMEOUT)
 
     async def send(self, message: Any) -> None:
         await super().send(message)
@@ -493,6 +548,9 @@ class LimitedWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def _close_timer_expired(self) -> None:
         if self.transport.get_write_buffer_size():
+            # Not counted as a cut-off: whoever closed has counted it (the
+            # app's "too-slow", say); this only bounds the close.
+            log.debug("close frame not flushed in time; aborted", extra=context(client=_client(self.client)))
             cut_off(self.transport)
         else:
             self.transport.close()
@@ -524,6 +582,7 @@ class LimitedWebSocketProtocol(WebSocketsSansIOProtocol):
     def _abort_if_open(self) -> None:
         self._abort_timer = None
         if not self.disconnected:
+            log.debug("close not flushed in time; aborted", extra=context(client=_client(self.client)))
             cut_off(self.transport)
 
 
@@ -531,16 +590,21 @@ def _client(client: tuple[str, int] | None) -> str:
     return f"{client[0]}:{client[1]}" if client else "-"
 
 
-def protocol_classes(settings: Settings) -> tuple[type[LimitedHttpProtocol], type[LimitedWebSocketProtocol]]:
+def protocol_classes(
+    settings: Settings, on_cut_off: Callable[[str], None] | None = None
+) -> tuple[type[LimitedHttpProtocol], type[LimitedWebSocketProtocol]]:
     """The HTTP and WebSocket protocol classes for uvicorn.Config, sharing one
-    per-client connection count."""
+    per-client connection count; `on_cut_off(reason)` is called for each
+    connection they cut off (PING_TIMEOUT, STALLED_WRITER, STALLED_READER)."""
     limits = TransportLimits(
         max_header_bytes=settings.max_header_bytes,
         read_timeout=settings.read_timeout,
         write_stall_timeout=settings.ping_interval + settings.ping_timeout,
     )
     limiter = ClientLimiter(settings.max_connections_per_client, settings.trusted_proxies)
-    shared = {"limits": limits, "limiter": limiter}
+    shared: dict[str, object] = {"limits": limits, "limiter": limiter}
+    if on_cut_off is not None:
+        shared["report_cut_off"] = staticmethod(on_cut_off)
     http = cast("type[LimitedHttpProtocol]", type("HttpProtocol", (LimitedHttpProtocol,), dict(shared)))
     ws = cast("type[LimitedWebSocketProtocol]", type("WebSocketProtocol", (LimitedWebSocketProtocol,), dict(shared)))
     return http, ws

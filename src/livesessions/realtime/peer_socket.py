@@ -17,8 +17,7 @@ from urllib.parse import parse_qs
 
 from prometheus_client import Counter
 
-from livesessions.auth.api_keys import ApiKeys
-from livesessions.auth.peer_tokens import InvalidPeerToken, PeerClaims, PeerTokenSigner
+from livesessions.auth.peer_tokens import InvalidPeerToken, PeerClaims, PeerTokenCheck, RevokedKey
 from livesessions.clock import Clock
 from livesessions.domain.live import Admission, PeerPresence, RoomKey
 from livesessions.domain.metadata import MetadataError, peer_metadata_text
@@ -44,8 +43,7 @@ def _error(message: str) -> bytes:
 class PeerSocket:
     def __init__(
         self,
-        signer: PeerTokenSigner,
-        api_keys: ApiKeys,
+        tokens: PeerTokenCheck,
         rooms: Rooms,
         keeper: SessionKeeper,
         membership: Membership,
@@ -53,8 +51,7 @@ class PeerSocket:
         message_rate: float,
         message_burst: float,
     ):
-        self.signer = signer
-        self.api_keys = api_keys
+        self.tokens = tokens
         self.rooms = rooms
         self.keeper = keeper
         self.membership = membership
@@ -71,13 +68,10 @@ class PeerSocket:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         token = (query.get("token") or [""])[0]
         try:
-            claims = self.signer.verify(token, self.clock() // 1000)
+            claims = await self.tokens.claims(token, self.clock() // 1000)
         except InvalidPeerToken as exc:
-            self._refused("bad-token", scope, detail=str(exc))
+            self._refused("revoked-key" if isinstance(exc, RevokedKey) else "bad-token", scope, detail=str(exc))
             return await _close(send, CloseCode.BAD_TOKEN, f"invalid peer token: {exc}"[:120])
-        if not await self.api_keys.is_active(claims.key_id):
-            self._refused("revoked-key", scope, claims)
-            return await _close(send, CloseCode.BAD_TOKEN, "invalid peer token: the API key that issued it was revoked")
         room = await self.rooms.get_room(claims.project_id, claims.room_id)
         if room is None:
             self._refused("room-not-found", scope, claims)

@@ -107,15 +107,16 @@ def _client(request: Request) -> str:
 
 async def nonce(request: Request, sign_in: WalletSignIn, sign_in_limiter: RateLimiter) -> Nonce:
     _limit(sign_in_limiter, _client(request))
-    value = await sign_in.new_nonce()
     address = request.query.get(ADDRESS.name)  # given empty, still checked
     if address is None:
-        return Nonce(nonce=value)
+        return Nonce(nonce=await sign_in.new_nonce())
+    # Checked before a nonce is stored: a bad request leaves nothing behind.
     if not _ADDRESS_LINE.match(address):
         raise Invalid("address must be 0x and 40 hex digits")
     chain_id = CHAIN_ID.read(request)
     if chain_id is None:
         chain_id = min(sign_in.policy.chain_ids)
+    value = await sign_in.new_nonce()
     return Nonce(nonce=value, message=sign_in.message_for(value, checksum(address), chain_id))
 
 
