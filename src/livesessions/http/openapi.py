@@ -27,6 +27,7 @@ from livesessions.http.errors import BadApiKey, ErrorMessage, MethodNotAllowed, 
 from livesessions.http.routes import OPERATIONS
 from livesessions.http.routing import Operation, Reply
 from livesessions.http.validation import ValidationError
+from livesessions.realtime.protocol import CLOSE_MEANING, SERVER_TYPES, TYPES
 
 Document = dict[str, Any]
 
@@ -36,6 +37,15 @@ JSON = "application/json"
 API_KEY_SCHEME = "apiKey"
 ACCOUNT_SCHEME = "accountSession"
 MAX_BODY_BYTES = Settings().max_body_bytes
+
+
+def _types(names: tuple[str, ...]) -> str:
+    return ", ".join(f"`{name}`" for name in names)
+
+
+def _close_codes() -> str:
+    return "; ".join(f"{int(code)} {meaning}" for code, meaning in CLOSE_MEANING.items())
+
 
 DESCRIPTION = f"""\
 A self-hosted, wire-compatible implementation of Huddle01's server-side v2 SDK
@@ -58,7 +68,7 @@ REST API (the Live Sessions API and what it depends on).
   answered exactly like a room that does not exist (or belongs to another
   project), with the route's 404.
 * Bodies are JSON (`Content-Type: application/json`, otherwise 415), at most
-  {MAX_BODY_BYTES} bytes (otherwise 413). A missing or malformed JSON body is
+  {MAX_BODY_BYTES} bytes by default (`--max-body-bytes`; otherwise 413). A missing or malformed JSON body is
   400 `{{"ok": false, "message"}}`; a body or query parameter that fails
   validation is 400 `{{"success": false, "error": {{"issues": [...]}}}}`
   (zod-style issues).
@@ -71,9 +81,8 @@ REST API (the Live Sessions API and what it depends on).
 Peers join rooms over a WebSocket at `/ws?token=<peer token>` (a token from
 `POST {SDK}/create-peer-token`; its signature is checked with the keys at
 `GET /jwks.json`). That WebSocket is not described here: JSON text frames
-`joined`, `peer-joined`, `peer-left`, `data`, `metadata-updated` from the server;
-`data`, `update-metadata`, `leave` from the peer; refused joins close with 4001
-(bad or expired token), 4003 (room locked), 4004 (room not found) or 4029 (room full).
+{_types(SERVER_TYPES)} from the server; {_types(TYPES)} from the peer. Close codes:
+{_close_codes()}.
 """
 
 TAGS = (

@@ -8,7 +8,7 @@ decode and encode them, so a frame is checked once, in C, on the way in.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 import orjson
@@ -22,15 +22,31 @@ MAX_LABEL_CHARS = 256
 class CloseCode(IntEnum):
     NORMAL = 1000
     GOING_AWAY = 1001
-    TOO_SLOW = 1008  # the peer's outbox overflowed: it does not read fast enough
+    TOO_SLOW = 1008
     INTERNAL = 1011
-    BAD_TOKEN = 4001  # missing, malformed, expired, or its API key was revoked
+    BAD_TOKEN = 4001
     LOCKED = 4003
     ROOM_NOT_FOUND = 4004
-    TOO_FAST = 4008  # kept sending past its message budget
-    REPLACED = 4009  # the same peer connected again
+    TOO_FAST = 4008
+    REPLACED = 4009
     FULL = 4029
-    NO_SUCH_ENDPOINT = 4404  # a WebSocket anywhere but /ws
+    NO_SUCH_ENDPOINT = 4404
+
+
+# What each close code tells a peer (the API reference lists these).
+CLOSE_MEANING: dict[CloseCode, str] = {
+    CloseCode.NORMAL: "left, or the recording/livestream bot's job stopped",
+    CloseCode.GOING_AWAY: "the server is shutting down",
+    CloseCode.TOO_SLOW: "too slow to receive its messages",
+    CloseCode.INTERNAL: "the server could not serve the connection",
+    CloseCode.BAD_TOKEN: "missing, malformed or expired token, or its API key was revoked",
+    CloseCode.LOCKED: "the room is locked (admins may still join)",
+    CloseCode.ROOM_NOT_FOUND: "the token's room does not exist",
+    CloseCode.TOO_FAST: "kept sending past its message budget",
+    CloseCode.REPLACED: "the same peer connected again",
+    CloseCode.FULL: "the room is full (the token's maxPeersAllowed)",
+    CloseCode.NO_SUCH_ENDPOINT: "a WebSocket anywhere but /ws",
+}
 
 
 # What a refused join is closed with.
@@ -125,7 +141,11 @@ def _explain(problem: str) -> str:
     return problem
 
 
-TYPES = ("data", "update-metadata", "leave", "ping")
+def _tags(union: Any) -> tuple[str, ...]:
+    return tuple(str(kind.__struct_config__.tag) for kind in get_args(union))
+
+
+TYPES = _tags(ClientMessage)
 
 
 # --- server -> peer ---------------------------------------------------------
@@ -166,6 +186,7 @@ class Error(msgspec.Struct, tag="error", tag_field="type"):
 
 
 ServerMessage = Joined | PeerJoined | PeerLeft | Data | MetadataUpdated | Pong | Error
+SERVER_TYPES = _tags(ServerMessage)
 
 encode = msgspec.json.Encoder().encode
 
