@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import socket
 import subprocess
@@ -27,9 +28,10 @@ import threading
 import time
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 import httpx
+import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from websockets.sync.client import ClientConnection, connect
@@ -56,6 +58,20 @@ __all__ = [
 
 BIN = Path(sys.executable).parent / "livesessions"
 T = TypeVar("T")
+
+
+def required() -> bool:
+    """Is every service and tool the tests use required here? In CI it is
+    (.ci/run sets LIVESESSIONS_REQUIRE_SERVICES=1; CI's machine sets CI):
+    a missing one is then a failure, not a skip."""
+    return os.environ.get("LIVESESSIONS_REQUIRE_SERVICES") == "1" or bool(os.environ.get("CI"))
+
+
+def unavailable(reason: str) -> NoReturn:
+    """A test needs what this machine lacks: skip, saying why; fail where it is required."""
+    if required():
+        pytest.fail(f"{reason} (required here: LIVESESSIONS_REQUIRE_SERVICES or CI is set)")
+    pytest.skip(reason)
 
 
 def free_port() -> int:

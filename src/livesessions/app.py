@@ -18,6 +18,7 @@ from livesessions.http.responses import Receive, Response, Send, encode
 from livesessions.http.routes import OPERATIONS
 from livesessions.http.routes.live_sessions import LiveListings
 from livesessions.http.routing import build_router
+from livesessions.logs import context
 from livesessions.realtime.peer_socket import PeerSocket
 from livesessions.realtime.protocol import CloseCode
 from livesessions.services import Services
@@ -146,17 +147,17 @@ class LiveSessionsApp:
         await self.services.api_keys.refresh_revocations()
         policy = self.services.sign_in.policy
         log.info(
-            "public URL %s; wallet sign-in messages must name domain %s and URI %s",
-            self.services.settings.base_url,
-            policy.domain,
-            policy.uri,
+            "wallet sign-in messages must name this service",
+            extra=context(url=self.services.settings.base_url, siwe_domain=policy.domain, siwe_uri=policy.uri),
         )
         closed = await self.services.history.close_interrupted_sessions()
         if closed:
-            log.info("closed %d session(s) left open by the previous run", closed)
+            log.info("closed sessions left open by the previous run", extra=context(count=closed))
         finalized = await self.services.egress.recover()
         if finalized:
-            log.info("finalized %d recording/livestream job(s) left active by the previous run", finalized)
+            log.info(
+                "finalized recordings and livestreams left active by the previous run", extra=context(count=finalized)
+            )
         self._maintenance = asyncio.create_task(self._maintain())
 
     async def shutdown(self) -> None:

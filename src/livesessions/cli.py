@@ -37,39 +37,38 @@ def _from_text(setting: Setting) -> Callable[[str], Any]:
 
 
 def _add_setting(parser: argparse.ArgumentParser, setting: Setting) -> None:
-    """A setting's flag, defaulting to its environment variable, then to its declared default."""
-    default = setting.default
-    raw = os.environ.get(setting.env)
-    if raw is not None:
-        try:
-            default = setting.parse(raw)
-        except ValueError as exc:
-            parser.error(f"{setting.env}: {exc}")
+    """A setting's flag. Left out, the setting comes from its environment
+    variable, then its declared default (see `_value`): read only by the
+    command that uses it, so a bad variable fails only there."""
     if "(default:" in setting.help:  # the declaration says it in words
         help_text = f"{setting.help[:-1]}; env {setting.env})"
     else:
         shown = "none" if setting.default is None else describe_default(setting.default)
         help_text = f"{setting.help} (default: {shown}; env {setting.env})"
-    if setting.parse is bool or isinstance(setting.default, bool):
-        parser.add_argument(
-            setting.flag,
-            dest=setting.attr,
-            nargs="?",
-            const=True,
-            default=default,
-            type=_from_text(setting),
-            metavar=setting.metavar,
-            help=help_text,
-        )
-    else:
-        parser.add_argument(
-            setting.flag,
-            dest=setting.attr,
-            default=default,
-            type=_from_text(setting),
-            metavar=setting.metavar,
-            help=help_text,
-        )
+    optional_value = {"nargs": "?", "const": True} if isinstance(setting.default, bool) else {}
+    parser.add_argument(
+        setting.flag,
+        dest=setting.attr,
+        default=argparse.SUPPRESS,
+        type=_from_text(setting),
+        metavar=setting.metavar,
+        help=help_text,
+        **optional_value,  # type: ignore[arg-type]
+    )
+
+
+def _value(args: argparse.Namespace, name: str) -> Any:
+    """A setting as the command line, then the environment, then its declaration give it."""
+    if hasattr(args, name):
+        return getattr(args, name)
+    setting = SETTINGS[name]
+    raw = os.environ.get(setting.env)
+    if raw is None:
+        return setting.default
+    try:
+        return setting.parse(raw)
+    except ValueError as exc:
+        raise CommandError(f"{setting.env}: {exc}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,7 +174,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from livesessions.data_dir import DataDirInUse, lock_data_dir
     from livesessions.services import build_services
 
-    settings = Settings(**{name: getattr(args, name) for name in SETTINGS})
+    settings = Settings(**{name: _value(args, name) for name in SETTINGS})
     configure_logs(settings.log_level, "json" if settings.log_format == "json" else "text", settings.access_log)
     try:
         lock = lock_data_dir(settings.data_dir)
@@ -290,7 +289,7 @@ def create_key(args: argparse.Namespace) -> int:
         key, record = await ApiKeys(store, now_ms).create(project.project_id, args.name.strip(), now)
         return key, record.id, project.project_id
 
-    key, key_id, project_id = _run_on_store(args.data_dir, work)
+    key, key_id, project_id = _run_on_store(_value(args, "data_dir"), work)
     if args.json:
         print(json.dumps({"apiKey": key, "id": key_id, "projectId": project_id, "wallet": args.wallet.lower()}))
     else:
@@ -313,7 +312,7 @@ def list_keys(args: argparse.Namespace) -> int:
     async def work(store: Any) -> list[tuple[str, str, Any]]:
         return list(await store.all_api_keys(wallet))
 
-    rows = _run_on_store(args.data_dir, work)
+    rows = _run_on_store(_value(args, "data_dir"), work)
     if args.json:
         for project_id, owner, key in rows:
             print(
@@ -347,7 +346,7 @@ def revoke_key(args: argparse.Namespace) -> int:
         project_id = await store.api_key_project(args.key_id)
         return project_id is not None and await ApiKeys(store, now_ms).revoke(project_id, args.key_id)
 
-    if not _run_on_store(args.data_dir, work):
+    if not _run_on_store(_value(args, "data_dir"), work):
         raise CommandError(f"no working API key with id {args.key_id!r} here (see `livesessions keys list`)")
     print(f"revoked {args.key_id}; it and the peer tokens it issued stop working")
     return 0
@@ -356,7 +355,9 @@ def revoke_key(args: argparse.Namespace) -> int:
 def show_data_dir(args: argparse.Namespace) -> int:
     import sqlite3
 
-    settings = Settings(data_dir=args.data_dir)
+    from livesessions.data_dir import holder_of
+
+    settings = Settings(data_dir=_value(args, "data_dir"))
     path = settings.data_dir.resolve()
     info: dict[str, Any] = {"dataDir": str(path), "exists": path.is_dir(), "database": None}
     database = settings.database_path
@@ -369,8 +370,7 @@ def show_data_dir(args: argparse.Namespace) -> int:
                 for table in ("projects", "api_keys", "rooms", "sessions")
             }
         info["database"] = {"path": str(database.resolve()), "schemaVersion": version, **counts}
-    lock = path / "livesessions.lock"
-    info["server"] = _lock_holder(lock)
+    info["server"] = holder_of(path)
     if args.json:
         print(json.dumps(info))
         return 0
@@ -386,20 +386,6 @@ def show_data_dir(args: argparse.Namespace) -> int:
         )
     print(f"server          {'running, pid ' + info['server'] if info['server'] else 'not running'}")
     return 0
-
-
-def _lock_holder(lock: Path) -> str | None:
-    """The pid of the server holding the directory, if one does."""
-    import fcntl
-
-    if not lock.exists():
-        return None
-    with open(lock) as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return handle.read().strip() or "unknown"
-        return None
 
 
 def print_openapi(args: argparse.Namespace) -> int:

@@ -41,3 +41,16 @@ def lock_data_dir(data_dir: Path) -> IO[str]:
     handle.write(f"{os.getpid()}\n")
     handle.flush()
     return handle
+
+
+def holder_of(data_dir: Path) -> str | None:
+    """The pid of the server holding `data_dir`, if one does (takes no lock)."""
+    path = data_dir / LOCK_FILE
+    if not path.exists():
+        return None
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "unknown"
+        return None

@@ -3,7 +3,6 @@ EIP-1193 provider that signs with a key made in the test."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -12,10 +11,10 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from support import Server
+from support import Server, required
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-REQUIRED = os.environ.get("LIVESESSIONS_REQUIRE_BROWSER") == "1"
+REQUIRED = required()
 
 if not CHROMIUM and not REQUIRED:
     pytest.skip("Chromium is not installed (apt-get install chromium); the page test needs it", allow_module_level=True)
@@ -36,7 +35,7 @@ window.ethereum = {
 def test_a_person_connects_a_wallet_gets_a_key_and_revokes_it(server: Server, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    assert CHROMIUM, "Chromium is required here (LIVESESSIONS_REQUIRE_BROWSER=1) but not installed"
+    assert CHROMIUM, "Chromium is required here (LIVESESSIONS_REQUIRE_SERVICES or CI is set) but not installed"
     account = Account.create()
     signed: list[str] = []
 

@@ -136,7 +136,7 @@ def test_settings_come_from_the_environment_and_flags_win(tmp_path: Path) -> Non
 
 def test_json_logs_tell_the_story_without_secrets(tmp_path: Path) -> None:
     process, port = _serve(
-        tmp_path, "--data-dir", str(tmp_path / "data"), "--log-format", "json", "--grace-period", "0.2"
+        tmp_path, "--data-dir", str(tmp_path / "data"), "--log-format", "json", "--grace-period", "0.2", "--access-log"
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -152,6 +152,8 @@ def test_json_logs_tell_the_story_without_secrets(tmp_path: Path) -> None:
         with connect(f"ws://127.0.0.1:{port}/ws?token={token}") as ws:
             ws.recv(timeout=5)
         wait_closed(connect(f"ws://127.0.0.1:{port}/ws?token=not-a-token"))
+        # A link's signature in a logged request line is cut out too.
+        assert httpx.get(base + "/api/v1/recordings/job_x/download?expires=1&signature=SECRETSIG").status_code == 403
         time.sleep(1.0)  # the grace period runs out: the session ends
     finally:
         output = _stop(process)
@@ -166,6 +168,8 @@ def test_json_logs_tell_the_story_without_secrets(tmp_path: Path) -> None:
     refused = next(e for e in events if e["message"] == "peer refused")
     assert refused["reason"] == "bad-token" and refused["level"] == "info"
     assert token not in output and api_key not in output and "not-a-token" not in output
+    access = [m for m in messages if "/api/v1/recordings/job_x/download" in m]
+    assert access and "signature=…" in access[0] and "SECRETSIG" not in output
     # No line per connection from the server underneath.
     assert not any("connection open" in m or "[accepted]" in m for m in messages)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support import Peer, Server, free_port
+from support import Peer, Server, free_port, unavailable
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
@@ -23,9 +23,7 @@ NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin
 @pytest.fixture
 def proxied(tmp_path: Path) -> Iterator[tuple[Server, str]]:
     if NGINX is None:
-        if os.environ.get("CI") or os.environ.get("LIVESESSIONS_REQUIRE_NGINX"):
-            pytest.fail("nginx is not installed (.ci/run installs Debian's nginx)")
-        pytest.skip("nginx is not installed: apt-get install nginx-light")
+        unavailable("nginx is not installed: apt-get install nginx-light")
     port = free_port()
     server = Server(
         tmp_path / "data",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import os
 import shutil
 import subprocess
 import tempfile
@@ -37,10 +36,10 @@ from livesessions.stores.redis_presence import (
     RoomEvent,
     decode_event,
 )
-from support import free_port
+from support import free_port, required
 
 REDIS_SERVER = shutil.which("redis-server")
-REQUIRED = bool(os.environ.get("LIVESESSIONS_REQUIRE_SERVICES") or os.environ.get("CI"))
+REQUIRED = required()
 SKIP_REASON = "redis-server is not installed (apt-get install redis-server); the Redis presence tests need it"
 # Skip when redis-server is missing, unless it is required: then the tests run and fail saying why.
 needs_redis = pytest.mark.skipif(REDIS_SERVER is None and not REQUIRED, reason=SKIP_REASON)

@@ -251,11 +251,8 @@ class EgressService:
                     # empty; the service must start all the same.
                     failed = timeline.describe(exc, "the recording could not be read back after a restart")
                     log.error(
-                        "recording %s of room %s (project %s) could not be recovered: %s",
-                        job.id,
-                        job.room_id,
-                        job.project_id,
-                        exc,
+                        "recording could not be recovered",
+                        extra=context(project=job.project_id, room=job.room_id, job=job.id, reason=failed),
                     )
             ended_at = await self.history.session_end_time(job.session_id)
             stopped_at = max(job.started_at, written_at or ended_at or job.started_at)
