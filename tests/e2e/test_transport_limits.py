@@ -526,3 +526,180 @@ def test_app_close_that_cannot_be_flushed_is_aborted(stuck: bool) -> None:
     assert took > 0.15
     assert transport.aborted is stuck
     assert transport.closed is not stuck
+
+
+# 6. HTTP responses to clients that stop reading, and what the cut-offs leave
+
+
+EGRESS_START = "/api/v1/recording/start"
+EGRESS_STOP = "/api/v1/recording/stop"
+
+
+def _scrape(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = httpx.get(server.base + "/metrics", timeout=5)
+    assert answer.status_code == 200
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+    }
+
+
+def _cut_offs(server: Server, reason: str) -> float:
+    return _scrape(server).get(("livesessions_peer_disconnects_total", (("reason", reason),)), 0.0)
+
+
+def _not_reading(server: Server, request: bytes) -> socket.socket:
+    """A client that sends `request` and never reads a byte of the answer,
+    with a small receive buffer so that the answer piles up on the server."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    sock.sendall(request)
+    return sock
+
+
+class _SSEReader:
+    """A livestream viewer that reads: counts the data events it is sent."""
+
+    def __init__(self, url: str) -> None:
+        self.data = 0
+        self.ended = threading.Event()
+        opened = threading.Event()
+
+        def run() -> None:
+            try:
+                with httpx.stream("GET", url, timeout=30) as response:
+                    assert response.status_code == 200
+                    opened.set()
+                    for line in response.iter_lines():
+                        if line.startswith("event: end"):
+                            break
+                        if line.startswith("data: ") and json.loads(line[6:]).get("type") == "data":
+                            self.data += 1
+            finally:
+                opened.set()
+                self.ended.set()
+
+        threading.Thread(target=run, daemon=True).start()
+        assert opened.wait(5)
+
+
+def test_livestream_viewer_that_stops_reading_is_cut_off_within_the_liveness_bound(
+    strict: Server, strict_project: Project
+) -> None:
+    project = strict_project
+    room = project.create_room()
+    sender = project.join(room)
+    started = project.post(
+        EGRESS_START, json={"roomId": room, "token": project.token(room), "type": "livestream"}
+    ).json()
+    playback = httpx.URL(started["playbackUrl"])
+    reader = _SSEReader(str(playback))
+    stalled_before = _cut_offs(strict, "stalled-writer")
+    viewer = _not_reading(strict, _get(playback.raw_path.decode()))
+    try:
+        time.sleep(0.2)  # the viewer is watching before the flood
+        # 6 MB to each viewer: more than socket buffers hold, and more than a
+        # viewer's backlog in the livestream (4 MiB): the server must let the
+        # one that does not read go, and drop what it queued for it.
+        _flood(sender, 100)
+        flooded = time.monotonic()
+        assert _reset_within(viewer, LIVENESS_BOUND + 2), "the viewer that does not read was never let go"
+        assert time.monotonic() - flooded < LIVENESS_BOUND + 2
+        assert eventually(lambda: _cut_offs(strict, "stalled-writer") > stalled_before, timeout=2)
+        # The viewer that reads got everything, and keeps getting events.
+        assert eventually(lambda: reader.data == 100, timeout=5), reader.data
+        sender.send({"type": "data", "to": "*", "label": "after", "payload": "still live"})
+        assert eventually(lambda: reader.data == 101, timeout=5), reader.data
+        assert not reader.ended.is_set()
+    finally:
+        viewer.close()
+        project.post(EGRESS_STOP, json={"roomId": room, "type": "livestream"})
+        sender.close()
+    assert reader.ended.wait(5)
+
+
+def test_download_that_is_not_read_is_cut_off_within_the_liveness_bound(
+    strict: Server, strict_project: Project
+) -> None:
+    project = strict_project
+    room = project.create_room()
+    sender = project.join(room)
+    assert project.post(EGRESS_START, json={"roomId": room, "token": project.token(room)}).status_code == 200
+    try:
+        _flood(sender, 100)  # a recording of some 6 MB
+        assert project.post(EGRESS_STOP, json={"roomId": room}).status_code == 200
+    finally:
+        sender.close()
+    session = eventually(
+        lambda: [
+            r for r in project.get("/api/v2/sdk/recordings").json()["recordings"] if r["recordingSize"] > 5_000_000
+        ],
+        timeout=5,
+    )
+    assert session, "no recording of the flood"
+    url = httpx.URL(session[0]["recordingUrl"])
+    client = _not_reading(strict, _get(url.raw_path.decode()))
+    requested = time.monotonic()
+    try:
+        assert _reset_within(client, LIVENESS_BOUND + 2), "the download that is not read was never let go"
+        assert time.monotonic() - requested < LIVENESS_BOUND + 2
+    finally:
+        client.close()
+    # A download that is read is not held back by that.
+    assert len(httpx.get(str(url), timeout=10).content) == session[0]["recordingSize"]
+
+
+def test_peer_that_does_not_answer_pings_is_cut_off_counted_and_logged(strict: Server, strict_project: Project) -> None:
+    project = strict_project
+    room = project.create_room()
+    before = _cut_offs(strict, "ping-timeout")
+    # A raw WebSocket handshake, and then silence: no pong ever comes back.
+    silent = _connect(strict)
+    try:
+        silent.sendall(_upgrade(f"/ws?token={project.token(room)}"))
+        silent.settimeout(5)
+        assert silent.recv(12) == b"HTTP/1.1 101"
+        joined = time.monotonic()
+        assert _reset_within(silent, PING_INTERVAL + PING_TIMEOUT + 2), "the silent peer was never let go"
+        assert time.monotonic() - joined < PING_INTERVAL + PING_TIMEOUT + 2
+    finally:
+        silent.close()
+    assert eventually(lambda: _cut_offs(strict, "ping-timeout") >= before + 1, timeout=2)
+    assert eventually(lambda: project.live_counts().get(room, 0) == 0, timeout=5)
+    # Logged by the service at info, with its reason, and not with the URL.
+    log = (strict.data_dir.parent / f"server-{strict.port}.log").read_text()
+    lines = [line for line in log.splitlines() if "connection cut off" in line]
+    assert any("reason=ping-timeout" in line and "client=127.0.0.1:" in line for line in lines), lines
+    assert not any("token" in line for line in lines)
+
+
+def test_livestream_drops_a_viewer_by_bytes_and_frees_its_queue_at_once() -> None:
+    from livesessions.egress.livestream import END, VIEWER_BACKLOG, VIEWER_BACKLOG_BYTES, Broadcast
+
+    async def run() -> None:
+        broadcast = Broadcast()
+        slow, reading = broadcast.watch(), broadcast.watch()
+        event = b"x" * 60_000
+        sent = 0
+        while sent < VIEWER_BACKLOG:  # far fewer frames than the frame cap
+            broadcast.publish(event)
+            sent += 1
+            while not reading.empty():
+                assert await reading.get() != END
+            if slow.qsize() == 1 and slow.nbytes == 0:
+                break
+        # Dropped on bytes, well before the frame cap: what it held is gone,
+        # and all that is left for it is the end.
+        assert sent <= VIEWER_BACKLOG_BYTES // len(event) + 2
+        assert slow.get_nowait() == END and slow.empty() and slow.nbytes == 0
+        broadcast.publish(event)
+        assert slow.empty()
+        # The viewer that reads is still watching.
+        assert (await reading.get()).startswith(b"data: ")
+        assert reading.nbytes == 0
+
+    asyncio.run(run())
