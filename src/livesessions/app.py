@@ -101,7 +101,7 @@ class LiveSessionsApp:
         if route.auth != "none":
             # An address that has sent too many wrong keys or tokens is not
             # heard until its budget refills: not even a right guess gets in.
-            wait = self.services.failed_auth_limiter.waiting(request.client_address)
+            wait = self.services.failed_auth_limiter.waiting(request.client_key)
             if wait:
                 return too_many(ADDRESS_OVER_LIMIT, wait)
         if route.auth == "api_key":
@@ -123,7 +123,7 @@ class LiveSessionsApp:
     def _refuse(self, request: Request, answer: Response) -> Response:
         """A wrong key or token: 401, or 429 once this address has had too many,
         so that keys cannot be guessed at speed."""
-        wait = self.services.failed_auth_limiter.acquire(request.client_address)
+        wait = self.services.failed_auth_limiter.acquire(request.client_key)
         return too_many(ADDRESS_OVER_LIMIT, wait) if wait else answer
 
     # --- lifespan -----------------------------------------------------------

@@ -103,11 +103,24 @@ class EgressService:
         self._active[(key, kind)] = None
         try:
             return await self._launch(key, session_id, kind, rtmp_urls)
-        except BaseException:
+        except BaseException as exc:
             active = self._active.pop((key, kind), None)
-            if active is not None and active.timeline is not None:
-                active.timeline.end_writing()  # its writer thread ends too
+            if active is not None:
+                if active.timeline is not None:
+                    active.timeline.end_writing()  # its writer thread ends too
+                if isinstance(exc, Exception):
+                    await self._abandon(active)
             raise
+
+    async def _abandon(self, active: ActiveJob) -> None:
+        """A start that failed after its bot entered the room: the bot leaves
+        and the stored job ends (as failed), so nothing is left active."""
+        try:
+            await self.membership.depart(active.connection)
+            now = self.clock()
+            await self.jobs.stop_egress_job(active.job.id, now, 0, "the job could not start", now)
+        except Exception:
+            log.exception("cleaning up a failed start failed", extra=context(job=active.job.id))
 
     async def _launch(self, key: RoomKey, session_id: str, kind: EgressType, rtmp_urls: list[str]) -> EgressJob:
         now = self.clock()

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
+from livesessions.auth.rate_limits import client_key
 from livesessions.digits import parse_decimal
 from livesessions.http.errors import ROUTE_NOT_FOUND, Abort, method_not_allowed, refusal
 from livesessions.http.responses import Receive
@@ -59,6 +60,12 @@ class Request:
         """The token of an `Authorization: Bearer <token>` header."""
         scheme, _, token = (self.header(b"authorization") or "").partition(" ")
         return token.strip() if scheme.lower() == "bearer" else None
+
+    @property
+    def client_key(self) -> str:
+        """Who the client is for per-client limits: its address (an IPv6
+        client by its /64, which one subscriber usually holds whole)."""
+        return client_key(self.client_address)
 
     @property
     def client_address(self) -> str:

@@ -154,7 +154,7 @@ class PeerSocket:
                 return
             received.inc()
             text = message.get("text")
-            verdict = throttle.check(len(text) if text is not None else len(message.get("bytes") or b""))
+            verdict = throttle.check(_size(text, message))
             if verdict is not Verdict.ADMIT:
                 if verdict is Verdict.DISCONNECT:
                     connection.abort(CloseCode.TOO_FAST, "sending too fast: disconnected")
@@ -214,6 +214,13 @@ class PeerSocket:
         else:
             self.hub.broadcast(connection.key, update)
         await persisted
+
+
+def _size(text: str | None, message: dict[str, Any]) -> int:
+    """A frame's size in bytes, as it counts against the peer's budget."""
+    if text is None:
+        return len(message.get("bytes") or b"")
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def _spawn(work: Awaitable[None]) -> None:

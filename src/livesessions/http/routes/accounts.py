@@ -102,7 +102,7 @@ def _limit(limiter: RateLimiter, *keys: str) -> None:
 
 
 def _client(request: Request) -> str:
-    return f"client:{request.client_address}"
+    return f"client:{request.client_key}"
 
 
 async def nonce(request: Request, sign_in: WalletSignIn, sign_in_limiter: RateLimiter) -> Nonce:
