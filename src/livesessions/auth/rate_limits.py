@@ -3,6 +3,8 @@ a client address)."""
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import math
 import time
 from collections import OrderedDict
@@ -63,9 +65,15 @@ def client_key(address: str) -> str:
     not limit it at all. An IPv4 client (also written IPv4-mapped, ::ffff:a.b.c.d)
     is its address. Anything else (not an IP address) is kept as it is.
     """
-    # Imported here so that this function is the only part of the file it touches.
-    import ipaddress
+    # A dotted IPv4 address is its own key: no parsing on the hot path.
+    if ":" not in address:
+        return address
+    return _ipv6_key(address)
 
+
+@functools.lru_cache(maxsize=65536)
+def _ipv6_key(address: str) -> str:
+    # Cached: parsing costs microseconds, and one client sends many requests.
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
