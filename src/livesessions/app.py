@@ -10,6 +10,7 @@ import logging
 import time
 from typing import Any
 
+from livesessions.auth import siwe
 from livesessions.domain.errors import Refused
 from livesessions.http.core import ClientDisconnected, Request, Route, Router
 from livesessions.http.errors import BAD_API_KEY, INTERNAL_ERROR, SIGN_IN_FIRST, Abort, answer_refused, too_many
@@ -56,6 +57,7 @@ class LiveSessionsApp:
             services.settings.peer_message_burst,
         )
         self._maintenance: asyncio.Task[None] | None = None
+        self._preload: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -144,6 +146,8 @@ class LiveSessionsApp:
                 return
 
     async def startup(self) -> None:
+        # Loaded beside serving, not before it (see siwe.preload).
+        self._preload = asyncio.get_running_loop().run_in_executor(None, siwe.preload)
         await self.services.api_keys.refresh_revocations()
         policy = self.services.sign_in.policy
         log.info(

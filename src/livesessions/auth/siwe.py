@@ -11,10 +11,6 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from eth_account import Account
-from eth_account.messages import encode_defunct
-from eth_utils.address import is_checksum_address, to_checksum_address
-
 from livesessions.digits import parse_decimal
 
 _HEADER = re.compile(
@@ -95,6 +91,8 @@ def parse_message(text: str) -> SiweMessage:
     address = lines[1]
     if not _ADDRESS.match(address):
         raise SiweError("the second line must be an Ethereum address (0x and 40 hex digits)")
+    from eth_utils.address import is_checksum_address  # see recover_signer
+
     if not is_checksum_address(address):
         raise SiweError("the address must be in its EIP-55 checksum form")
     if lines[2] != "":
@@ -167,8 +165,20 @@ def format_time(epoch_ms: int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def preload() -> None:
+    """Import the signature code ahead of the first sign-in (run it off the
+    event loop: the import takes most of a second)."""
+    import eth_account.messages  # noqa: F401
+    import eth_utils.address  # noqa: F401
+
+
 def recover_signer(text: str, signature: str) -> str:
     """The checksummed address that signed `text` with personal_sign."""
+    # eth-account takes most of a second to import: commands do not pay it,
+    # and the service imports it off the event loop at start (see preload).
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
     if not _SIGNATURE.match(signature):
         raise SiweError("the signature must be 0x and 130 hex digits (65 bytes)")
     try:
@@ -179,4 +189,6 @@ def recover_signer(text: str, signature: str) -> str:
 
 
 def checksum(address: str) -> str:
+    from eth_utils.address import to_checksum_address
+
     return to_checksum_address(address)
