@@ -11,9 +11,17 @@ import time
 from typing import Any
 
 from livesessions.auth import siwe
-from livesessions.domain.errors import Refused
+from livesessions.domain.errors import Refused, Unavailable
 from livesessions.http.core import ClientDisconnected, Request, Route, Router
-from livesessions.http.errors import BAD_API_KEY, INTERNAL_ERROR, SIGN_IN_FIRST, Abort, answer_refused, too_many
+from livesessions.http.errors import (
+    BAD_API_KEY,
+    INTERNAL_ERROR,
+    SIGN_IN_FIRST,
+    UNAVAILABLE,
+    Abort,
+    answer_refused,
+    too_many,
+)
 from livesessions.http.openapi import openapi_document
 from livesessions.http.responses import Receive, Response, Send, encode
 from livesessions.http.routes import OPERATIONS
@@ -55,6 +63,7 @@ class LiveSessionsApp:
             services.clock,
             services.settings.peer_message_rate,
             services.settings.peer_message_burst,
+            (Unavailable, *services.outages),
         )
         self._maintenance: asyncio.Task[None] | None = None
         self._preload: asyncio.Future[None] | None = None
@@ -93,9 +102,17 @@ class LiveSessionsApp:
             response = answer_refused(exc)
         except ClientDisconnected:
             return
-        except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            response = INTERNAL_ERROR
+        except Exception as exc:
+            if isinstance(exc, self.services.outages):
+                # No answer rather than a wrong one (scale-out mode).
+                log.warning(
+                    "answered 503: a store is out of reach",
+                    extra=context(method=scope["method"], path=scope["path"], error=type(exc).__name__),
+                )
+                response = UNAVAILABLE
+            else:
+                log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+                response = INTERNAL_ERROR
         await response.send(send)
         self.services.telemetry.observe_http(scope["method"], pattern, response.status, time.perf_counter() - started)
 
@@ -103,29 +120,29 @@ class LiveSessionsApp:
         if route.auth != "none":
             # An address that has sent too many wrong keys or tokens is not
             # heard until its budget refills: not even a right guess gets in.
-            wait = self.services.failed_auth_limiter.waiting(request.client_key)
+            wait = await self.services.failed_auth_limiter.waiting(request.client_key)
             if wait:
                 return too_many(ADDRESS_OVER_LIMIT, wait)
         if route.auth == "api_key":
             found = await self.services.api_keys.project_for(request.header(b"x-api-key"))
             if found is None:
-                return self._refuse(request, BAD_API_KEY)
+                return await self._refuse(request, BAD_API_KEY)
             request.project_id, request.key_id = found.project_id, found.key_id
-            wait = self.services.key_limiter.acquire(found.key_hash)
+            wait = await self.services.key_limiter.acquire(found.key_hash)
             if wait:
                 return too_many(KEY_OVER_LIMIT, wait)
         elif route.auth == "account":
             request.account = await self.services.sign_in.session(request.bearer_token)
             if request.account is None:
-                return self._refuse(request, SIGN_IN_FIRST)
+                return await self._refuse(request, SIGN_IN_FIRST)
             request.project_id = request.account.project_id
         answer = await route.endpoint(request)
         return answer if route.encode_as is None else Response(route.encode_as, encode(answer))
 
-    def _refuse(self, request: Request, answer: Response) -> Response:
+    async def _refuse(self, request: Request, answer: Response) -> Response:
         """A wrong key or token: 401, or 429 once this address has had too many,
         so that keys cannot be guessed at speed."""
-        wait = self.services.failed_auth_limiter.acquire(request.client_key)
+        wait = await self.services.failed_auth_limiter.acquire(request.client_key)
         return too_many(ADDRESS_OVER_LIMIT, wait) if wait else answer
 
     # --- lifespan -----------------------------------------------------------
@@ -154,14 +171,8 @@ class LiveSessionsApp:
             "wallet sign-in messages must name this service",
             extra=context(url=self.services.settings.base_url, siwe_domain=policy.domain, siwe_uri=policy.uri),
         )
-        closed = await self.services.history.close_interrupted_sessions()
-        if closed:
-            log.info("closed sessions left open by the previous run", extra=context(count=closed))
-        finalized = await self.services.egress.recover()
-        if finalized:
-            log.info(
-                "finalized recordings and livestreams left active by the previous run", extra=context(count=finalized)
-            )
+        for step in self.services.on_start:
+            await step()
         self._maintenance = asyncio.create_task(self._maintain())
 
     async def shutdown(self) -> None:
@@ -173,7 +184,7 @@ class LiveSessionsApp:
         self.services.hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
         await self.services.keeper.heartbeat()
         await self.services.api_keys.flush_last_used()
-        self.services.close()
+        await self.services.aclose()
 
     async def _maintain(self) -> None:
         """End sessions whose grace ran out, record that live ones still are,

@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys = commands.add_parser(
         "keys",
         help="manage API keys",
-        description="Manage API keys offline, on the data directory of a server (which may be running).",
+        description="Manage API keys offline, on the data directory of a server (which may be running), "
+        "or on the PostgreSQL database of scaled-out nodes (--database-url).",
     )
     key_commands = keys.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
     create = key_commands.add_parser(
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.set_defaults(run=revoke_key)
     for command in (create, listing, revoke):
         _add_setting(command, SETTINGS["data_dir"])
+        _add_setting(command, SETTINGS["database_url"])
 
     where = commands.add_parser(
         "data-dir",
@@ -168,29 +170,71 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from livesessions.app import create_app
     from livesessions.data_dir import DataDirInUse, lock_data_dir
     from livesessions.services import build_services
 
     settings = Settings(**{name: _value(args, name) for name in SETTINGS})
+    try:
+        settings.check_mode()
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     configure_logs(settings.log_level, "json" if settings.log_format == "json" else "text", settings.access_log)
+    if settings.scaled_out:
+        # Many nodes may share a data directory (recordings): no lock on it,
+        # and the services are made on the server's own event loop.
+        return _serve_scaled_out(settings)
     try:
         lock = lock_data_dir(settings.data_dir)
     except DataDirInUse as exc:
         raise CommandError(str(exc)) from None
     services = build_services(settings)
+    server = _server(settings, services)
+    _announce(settings)
+    try:
+        server.run()
+    finally:
+        lock.close()
+    return 0 if server.started else 1
+
+
+def _serve_scaled_out(settings: Settings) -> int:
+    from uvicorn._compat import asyncio_run
+
+    from livesessions.cluster.services import build_scaled_out_services
+
+    server = None
+
+    async def serve() -> None:
+        nonlocal server
+        try:
+            services = await build_scaled_out_services(settings)
+        except ConnectionError as exc:
+            raise CommandError(str(exc)) from None
+        server = _server(settings, services)
+        _announce(settings)
+        await server.serve()
+
+    probe = _server_config(settings, None)
+    asyncio_run(serve(), loop_factory=probe.get_loop_factory())
+    return 0 if server is not None and server.started else 1
+
+
+def _server_config(settings: Settings, app: Any) -> Any:
+    import uvicorn
+
+    from livesessions.http.protocols import protocol_classes, raise_open_files_limit
+
+    telemetry = getattr(app, "services", None)
+    disconnects = telemetry.telemetry.disconnects if telemetry is not None else None
     # Bounded request heads, read timeouts, a cap on connections per client,
     # and clients that stop reading cut off (counted as peer disconnects):
     # livesessions.http.protocols.
-    from livesessions.http.protocols import protocol_classes, raise_open_files_limit
-
-    disconnects = services.telemetry.disconnects
-    http_protocol, ws_protocol = protocol_classes(settings, lambda reason: disconnects.labels(reason).inc())
+    http_protocol, ws_protocol = protocol_classes(
+        settings, lambda reason: disconnects.labels(reason).inc() if disconnects is not None else None
+    )
     raise_open_files_limit()
-    config = uvicorn.Config(
-        create_app(services),
+    return uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         http=http_protocol,
@@ -207,13 +251,14 @@ def run_serve(args: argparse.Namespace) -> int:
         forwarded_allow_ips=list(settings.trusted_proxies),
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
-    _announce(settings)
-    try:
-        server.run()
-    finally:
-        lock.close()
-    return 0 if server.started else 1
+
+
+def _server(settings: Settings, services: Any) -> Any:
+    import uvicorn
+
+    from livesessions.app import create_app
+
+    return uvicorn.Server(_server_config(settings, create_app(services)))
 
 
 def _announce(settings: Settings) -> None:
@@ -225,13 +270,22 @@ def _announce(settings: Settings) -> None:
     data_dir = settings.data_dir.resolve()
     url = settings.base_url
     listen = f"http://{settings.host}:{settings.port}"
+    if settings.scaled_out:
+        from livesessions.cluster.services import where
+
+        assert settings.database_url is not None and settings.redis_url is not None
+        backend = f"scale-out: PostgreSQL {where(settings.database_url)}, Redis {where(settings.redis_url)}"
+        data = f"{where(settings.database_url)} (PostgreSQL), live state in {where(settings.redis_url)} (Redis)"
+        key_hint = "--database-url …"
+    else:
+        backend, data, key_hint = "sqlite", f"{data_dir} (SQLite, embedded)", f"--data-dir {data_dir}"
     if settings.log_format == "json":
         logging.getLogger("livesessions").info(
             "livesessions started",
             extra=context(
                 version=__version__,
                 data_dir=str(data_dir),
-                backend="sqlite",
+                backend=backend,
                 listen=listen,
                 public_url=url,
                 docs=f"{url}/docs",
@@ -241,11 +295,11 @@ def _announce(settings: Settings) -> None:
     lines = [
         f"livesessions {__version__}",
         f"  listening on   {listen}" + (f" (public URL {url})" if url != listen else ""),
-        f"  data           {data_dir} (SQLite, embedded)",
+        f"  data           {data}",
         f"  API reference  {url}/docs",
         f"  metrics        {url}/metrics",
         f"  first API key  open {url}/ and connect a wallet, or run",
-        f"                 livesessions keys create --wallet 0x… --data-dir {data_dir}",
+        f"                 livesessions keys create --wallet 0x… {key_hint}",
     ]
     print("\n".join(lines), file=sys.stderr, flush=True)
 
@@ -269,12 +323,31 @@ def _open_store(data_dir: Path) -> Any:
     return open_store(Settings(data_dir=data_dir))
 
 
-def _run_on_store(data_dir: Path, work: Callable[[Any], Any]) -> Any:
-    store = _open_store(data_dir)
-    try:
-        return asyncio.run(work(store))
-    finally:
-        store.close()
+def _run_on_store(args: argparse.Namespace, work: Callable[[Any], Any]) -> Any:
+    """Run `work` on the store the settings name: the scale-out database
+    given by --database-url, else the data directory's."""
+    database_url = _value(args, "database_url")
+    if database_url is None:
+        store = _open_store(_value(args, "data_dir"))
+        try:
+            return asyncio.run(work(store))
+        finally:
+            store.close()
+
+    async def on_postgres() -> Any:
+        from livesessions.cluster.services import open_postgres, where
+
+        print(f"livesessions: database {where(database_url)}", file=sys.stderr)
+        try:
+            store = await open_postgres(database_url)
+        except ConnectionError as exc:
+            raise CommandError(str(exc)) from None
+        try:
+            return await work(store)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(on_postgres())
 
 
 def create_key(args: argparse.Namespace) -> int:
@@ -289,7 +362,7 @@ def create_key(args: argparse.Namespace) -> int:
         key, record = await ApiKeys(store, now_ms).create(project.project_id, args.name.strip(), now)
         return key, record.id, project.project_id
 
-    key, key_id, project_id = _run_on_store(_value(args, "data_dir"), work)
+    key, key_id, project_id = _run_on_store(args, work)
     if args.json:
         print(json.dumps({"apiKey": key, "id": key_id, "projectId": project_id, "wallet": args.wallet.lower()}))
     else:
@@ -312,7 +385,7 @@ def list_keys(args: argparse.Namespace) -> int:
     async def work(store: Any) -> list[tuple[str, str, Any]]:
         return list(await store.all_api_keys(wallet))
 
-    rows = _run_on_store(_value(args, "data_dir"), work)
+    rows = _run_on_store(args, work)
     if args.json:
         for project_id, owner, key in rows:
             print(
@@ -346,7 +419,7 @@ def revoke_key(args: argparse.Namespace) -> int:
         project_id = await store.api_key_project(args.key_id)
         return project_id is not None and await ApiKeys(store, now_ms).revoke(project_id, args.key_id)
 
-    if not _run_on_store(_value(args, "data_dir"), work):
+    if not _run_on_store(args, work):
         raise CommandError(f"no working API key with id {args.key_id!r} here (see `livesessions keys list`)")
     print(f"revoked {args.key_id}; it and the peer tokens it issued stop working")
     return 0

@@ -121,6 +121,18 @@ def flag(text: str) -> bool:
     raise ValueError(f"not a yes/no value: {text!r}")
 
 
+def database_url(text: str) -> str:
+    if urlsplit(text).scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"not a postgresql:// URL: {text!r}")
+    return text
+
+
+def redis_url(text: str) -> str:
+    if urlsplit(text).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"not a redis://, rediss:// or unix:// URL: {text!r}")
+    return text
+
+
 def setting(
     default: Any,
     help: str,
@@ -159,6 +171,27 @@ class Settings:
         Path,
         "DIR",
         name="recordings-dir",
+    )
+    database_url: str | None = setting(
+        None,
+        "scale-out mode: the PostgreSQL database every node keeps durable state in, postgresql://… "
+        "(give --redis-url too; default: none, the embedded SQLite store in DATA_DIR)",
+        database_url,
+        "URL",
+    )
+    redis_url: str | None = setting(
+        None,
+        "scale-out mode: the Redis that holds who is live and carries room events between nodes, "
+        "redis://… (give --database-url too; default: none, presence in this process)",
+        redis_url,
+        "URL",
+    )
+    node_lease: float = setting(
+        5.0,
+        "scale-out mode: a node that has not renewed its lease in Redis for this long is taken for dead "
+        "and its peers are removed by the other nodes (it renews it every fifth of this)",
+        positive,
+        "SECONDS",
     )
     host: str = setting("127.0.0.1", "address to listen on", metavar="ADDRESS")
     port: int = setting(8080, "port to listen on", port, "PORT")
@@ -266,6 +299,22 @@ class Settings:
         elif ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
+
+    @property
+    def scaled_out(self) -> bool:
+        """Durable state in PostgreSQL and presence in Redis (both URLs given)."""
+        return self.database_url is not None
+
+    def check_mode(self) -> None:
+        """Raise ValueError unless the URLs name one mode: both, or neither."""
+        if (self.database_url is None) != (self.redis_url is None):
+            given, missing = (
+                ("--database-url", "--redis-url") if self.database_url else ("--redis-url", "--database-url")
+            )
+            raise ValueError(
+                f"{given} without {missing}: scale-out mode needs both (PostgreSQL for durable state, "
+                "Redis for presence); give neither for the embedded default"
+            )
 
     @property
     def database_path(self) -> Path:

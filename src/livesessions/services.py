@@ -1,13 +1,20 @@
-"""Everything a running service holds, built once from its settings."""
+"""Everything a running service holds, built once from its settings: on the
+embedded stores (`build_services`), or scaled out on PostgreSQL and Redis
+(livesessions.cluster.services). Both put the same parts together
+(`assemble`); only the stores, the fan-out and what runs beside them differ."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from livesessions.auth.api_keys import ApiKeys
 from livesessions.auth.peer_tokens import PeerTokenCheck, PeerTokenSigner, load_or_create_key
-from livesessions.auth.rate_limits import RateLimiter
+from livesessions.auth.rate_limits import Limiter, RateLimiter
 from livesessions.auth.wallet_sign_in import SignInPolicy, WalletSignIn
 from livesessions.clock import Clock, now_ms
 from livesessions.config import Settings
@@ -16,11 +23,17 @@ from livesessions.domain.ports import Accounts, EgressJobs, History, Presence, R
 from livesessions.domain.sessions import SessionKeeper
 from livesessions.egress.links import LinkSigner, load_or_create_secret
 from livesessions.egress.service import EgressService
+from livesessions.logs import context
+from livesessions.realtime.fanout import Fanout, LocalFanout
 from livesessions.realtime.hub import Hub
 from livesessions.realtime.membership import Membership
 from livesessions.stores.memory_presence import MemoryPresence
 from livesessions.stores.sqlite import SQLiteStore
 from livesessions.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+Step = Callable[[], Awaitable[None]]
 
 
 @dataclass
@@ -39,19 +52,31 @@ class Services:
     signer: PeerTokenSigner
     peer_tokens: PeerTokenCheck
     hub: Hub
+    fanout: Fanout
     membership: Membership
     egress: EgressService
     links: LinkSigner
     sign_in: WalletSignIn
-    key_limiter: RateLimiter
-    sign_in_limiter: RateLimiter
-    # Requests with a wrong API key or account token, per client address.
-    failed_auth_limiter: RateLimiter
+    key_limiter: Limiter
+    sign_in_limiter: Limiter
+    # Requests with a wrong API key or token, per client address.
+    failed_auth_limiter: Limiter
     clock: Clock
     telemetry: Telemetry
+    # What the stores raise while one they need cannot be reached: answered
+    # 503 (or close 1013 to a joining peer) rather than 500.
+    outages: tuple[type[BaseException], ...] = ()
+    # Run once serving starts (recovery from the last run, background work),
+    # and at shutdown after every connection was closed, in order.
+    on_start: list[Step] = field(default_factory=list)
+    on_stop: list[Step] = field(default_factory=list)
 
-    def close(self) -> None:
-        self.store.close()
+    async def aclose(self) -> None:
+        for step in self.on_stop:
+            try:
+                await step()
+            except Exception:
+                log.exception("a shutdown step failed")
 
 
 def open_store(settings: Settings) -> SQLiteStore:
@@ -59,15 +84,36 @@ def open_store(settings: Settings) -> SQLiteStore:
     return SQLiteStore(settings.database_path)
 
 
-def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
-    store = open_store(settings)
-    presence = MemoryPresence(grace_period_ms=int(settings.grace_period * 1000))
+@dataclass
+class Backends:
+    """What `assemble` is given: the stores and how room events travel."""
+
+    store: Store
+    presence: Presence
+    fanout: Fanout
+    signing_key: ec.EllipticCurvePrivateKey
+    link_secret: bytes
+    key_limiter: Limiter
+    sign_in_limiter: Limiter
+    failed_auth_limiter: Limiter
+
+
+def memory_limiters(settings: Settings) -> tuple[RateLimiter, RateLimiter, RateLimiter]:
+    """The API-key, sign-in and failed-authentication limits, in this process."""
+    per_minute = settings.sign_ins_per_minute
+    return (
+        RateLimiter(settings.rate_limit, settings.rate_burst),
+        RateLimiter(per_minute / 60, per_minute),
+        RateLimiter(settings.failed_auths_per_minute / 60, settings.failed_auths_per_minute),
+    )
+
+
+def assemble(settings: Settings, backends: Backends, telemetry: Telemetry, clock: Clock) -> Services:
+    store, presence, fanout = backends.store, backends.presence, backends.fanout
     keeper = SessionKeeper(presence, store, clock)
-    hub = Hub()
-    telemetry = Telemetry()
     store.instrument(telemetry)
-    membership = Membership(keeper, hub, telemetry)
-    signer = PeerTokenSigner(load_or_create_key(settings.signing_key_path))
+    membership = Membership(keeper, fanout, telemetry)
+    signer = PeerTokenSigner(backends.signing_key)
     api_keys = ApiKeys(store, clock)
     peer_tokens = PeerTokenCheck(signer, api_keys.is_active)
     egress = EgressService(
@@ -80,7 +126,6 @@ def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
         clock,
         int(settings.worker_lease * 1000),
     )
-    keeper.session_end_listeners.append(egress.session_ended)
 
     async def refresh_gauges() -> None:
         rooms, peers = await presence.totals()
@@ -95,7 +140,6 @@ def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
         uri=settings.siwe_uri or settings.base_url,
         chain_ids=settings.chain_ids,
     )
-    per_minute = settings.sign_ins_per_minute
     return Services(
         settings=settings,
         store=store,
@@ -108,14 +152,52 @@ def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
         api_keys=api_keys,
         signer=signer,
         peer_tokens=peer_tokens,
-        hub=hub,
+        hub=fanout.hub,
+        fanout=fanout,
         membership=membership,
         egress=egress,
-        links=LinkSigner(load_or_create_secret(settings.link_secret_path)),
+        links=LinkSigner(backends.link_secret),
         sign_in=WalletSignIn(store, api_keys, clock, policy, telemetry),
-        key_limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
-        sign_in_limiter=RateLimiter(per_minute / 60, per_minute),
-        failed_auth_limiter=RateLimiter(settings.failed_auths_per_minute / 60, settings.failed_auths_per_minute),
+        key_limiter=backends.key_limiter,
+        sign_in_limiter=backends.sign_in_limiter,
+        failed_auth_limiter=backends.failed_auth_limiter,
         clock=clock,
         telemetry=telemetry,
     )
+
+
+def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
+    """The embedded service: SQLite in the data directory, presence in memory."""
+    store = open_store(settings)
+    key_limiter, sign_in_limiter, failed_auth_limiter = memory_limiters(settings)
+    backends = Backends(
+        store=store,
+        presence=MemoryPresence(grace_period_ms=int(settings.grace_period * 1000)),
+        fanout=LocalFanout(Hub()),
+        signing_key=load_or_create_key(settings.signing_key_path),
+        link_secret=load_or_create_secret(settings.link_secret_path),
+        key_limiter=key_limiter,
+        sign_in_limiter=sign_in_limiter,
+        failed_auth_limiter=failed_auth_limiter,
+    )
+    services = assemble(settings, backends, Telemetry(), clock)
+    services.keeper.session_end_listeners.append(services.egress.session_ended)
+
+    async def recover() -> None:
+        # This process is the only one: whatever history holds open is ours,
+        # left by the last run.
+        closed = await services.history.close_interrupted_sessions()
+        if closed:
+            log.info("closed sessions left open by the previous run", extra=context(count=closed))
+        finalized = await services.egress.recover()
+        if finalized:
+            log.info(
+                "finalized recordings and livestreams left active by the previous run", extra=context(count=finalized)
+            )
+
+    async def close() -> None:
+        store.close()
+
+    services.on_start.append(recover)
+    services.on_stop.append(close)
+    return services

@@ -70,6 +70,18 @@ class Telemetry:
             "livesessions_egress_active", "Recordings and livestreams going on now.", ["type"], registry=registry
         )
         self.sign_ins = Counter("livesessions_sign_ins", "Wallet sign-ins, by outcome.", ["outcome"], registry=registry)
+        self.cluster_events = Counter(
+            "livesessions_cluster_events",
+            "Scale-out mode: room events received from Redis, and those found missing (a gap in a project's "
+            "sequence, e.g. while the connection to Redis was down).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.reaped = Counter(
+            "livesessions_reaped_members",
+            "Scale-out mode: members of dead nodes this node took out of their rooms.",
+            registry=registry,
+        )
         self.ws_in = self.ws_messages.labels("in")
         self.ws_out = self.ws_messages.labels("out")
         # Brought up to date just before each scrape (see `render`).

@@ -162,6 +162,6 @@ def test_a_handler_is_a_plain_function(tmp_path: Path) -> None:
             details = await rooms.room_details(request, services.store)
             assert (details.roomId, details.roomLocked, details.metadata) == (room.room_id, True, {"a": 1})
         finally:
-            services.close()
+            await services.aclose()
 
     asyncio.run(run())

@@ -313,7 +313,7 @@ def run_services(tmp_path: Path, scenario: Any) -> None:
             await scenario(services)
         finally:
             await services.egress.stop_all()
-            services.close()
+            await services.aclose()
 
     asyncio.run(main())
 
@@ -374,7 +374,7 @@ def test_a_stalled_disk_fails_the_recording_not_the_room(
                 await asyncio.sleep(0.02)
 
         stored = await asyncio.wait_for(ended(), 5)
-        assert services.egress.status(room.key.project_id, room.key.room_id) == []
+        assert await services.egress.status(room.key.project_id, room.key.room_id) == []
         # The peer got everything, and is still in the room; the recorder is not.
         assert [m["payload"] for m in room.received()] == payloads
         assert not room.peer.closing

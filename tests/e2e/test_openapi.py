@@ -109,7 +109,7 @@ def test_document_matches_router(tmp_path: Path) -> None:
     try:
         routes = LiveSessionsApp(services).router.routes
     finally:
-        services.close()
+        services.store.close()
     document = openapi_document()
 
     registered = {(route.pattern, route.method.lower()) for route in routes}

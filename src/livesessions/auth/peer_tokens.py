@@ -50,16 +50,22 @@ def _b64(number: int) -> str:
     return base64.urlsafe_b64encode(number.to_bytes(32, "big")).rstrip(b"=").decode()
 
 
-def load_or_create_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    def create() -> bytes:
-        return ec.generate_private_key(ec.SECP256R1()).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+def new_key_pem() -> bytes:
+    """A new P-256 signing key, as PKCS#8 PEM."""
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
-    key = serialization.load_pem_private_key(load_or_create(path, create), password=None)
+
+def key_from_pem(data: bytes, source: str) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(data, password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ValueError(f"{path} does not hold an EC private key")
+        raise ValueError(f"{source} does not hold an EC private key")
     return key
+
+
+def load_or_create_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    return key_from_pem(load_or_create(path, new_key_pem), str(path))
 
 
 class PeerTokenSigner:

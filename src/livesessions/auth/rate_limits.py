@@ -1,5 +1,8 @@
-"""Token-bucket rate limits, kept in memory per key (an API key, an address,
-a client address)."""
+"""Token-bucket rate limits per key (an API key, an address, a client address).
+
+`Limiter` is what the routes use. `RateLimiter` keeps its buckets in this
+process's memory (one node); `RedisRateLimiter` (redis_rate_limits.py) keeps
+them in Redis, so that a limit holds across every node."""
 
 from __future__ import annotations
 
@@ -8,6 +11,22 @@ import ipaddress
 import math
 import time
 from collections import OrderedDict
+from typing import Protocol
+
+
+class Limiter(Protocol):
+    """`rate` requests a second on average per key, bursts of up to `burst`."""
+
+    rate: float
+    burst: float
+
+    async def acquire(self, key: str) -> float:
+        """0 if the request may go ahead (and it is counted); else seconds until it could."""
+        ...
+
+    async def waiting(self, key: str) -> float:
+        """Seconds until `key` may go ahead again; 0 now. Counts nothing."""
+        ...
 
 
 class RateLimiter:
@@ -15,7 +34,10 @@ class RateLimiter:
 
     At most `max_keys` buckets are kept: past that the least recently used
     goes (a forgotten key starts again with a full bucket, so a flood of
-    new keys costs O(1) each and cannot grow memory)."""
+    new keys costs O(1) each and cannot grow memory).
+
+    `acquire_now` and `waiting_now` are `acquire` and `waiting` without an
+    await, for callers that are not coroutines (and tests)."""
 
     def __init__(self, rate: float, burst: float, max_keys: int = 100_000) -> None:
         self.rate = rate
@@ -23,7 +45,13 @@ class RateLimiter:
         self._max_keys = max_keys
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
 
-    def acquire(self, key: str) -> float:
+    async def acquire(self, key: str) -> float:
+        return self.acquire_now(key)
+
+    async def waiting(self, key: str) -> float:
+        return self.waiting_now(key)
+
+    def acquire_now(self, key: str) -> float:
         """0 if the request may go ahead (and it is counted); else seconds until it could."""
         if self.rate <= 0:
             return 0.0
@@ -35,7 +63,7 @@ class RateLimiter:
         self._keep(key, tokens, now)
         return (1 - tokens) / self.rate
 
-    def waiting(self, key: str) -> float:
+    def waiting_now(self, key: str) -> float:
         """Seconds until `key` may go ahead again; 0 now. Counts nothing."""
         if self.rate <= 0:
             return 0.0

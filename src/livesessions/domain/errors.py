@@ -41,6 +41,11 @@ class Gone(Refused):
     """What the request names existed but is over."""
 
 
+class Unavailable(Refused):
+    """Something the service depends on cannot be reached right now (scale-out
+    mode: Redis or PostgreSQL); nothing was changed, try again shortly."""
+
+
 class TooMany(Refused):
     """Too many requests of this kind; `retry_after` seconds until one is let through."""
 

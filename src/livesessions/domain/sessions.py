@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from livesessions.clock import Clock
+from livesessions.domain.errors import Unavailable
 from livesessions.domain.live import Admission, EndedSession, JoinOutcome, LeaveOutcome, RoomKey
 from livesessions.domain.ports import History, Presence
 from livesessions.logs import context
@@ -35,8 +36,14 @@ class SessionKeeper:
         self.clock = clock
         # Told of every session that ends, after history has recorded it.
         self.session_end_listeners: list[SessionEndListener] = []
+        # False while history cannot take writes (scaled out: PostgreSQL out
+        # of reach long enough to fill its buffer): joins are refused then,
+        # rather than admitted and lost.
+        self.history_writable: Callable[[], bool] = lambda: True
 
     async def join(self, key: RoomKey, admission: Admission) -> tuple[JoinOutcome, Awaitable[None]]:
+        if not self.history_writable() and not admission.internal:
+            raise Unavailable("history cannot take writes right now (its database is out of reach); retry shortly")
         now = self.clock()
         outcome = await self.presence.join(key, admission, now)
         writes: list[Awaitable[None]] = []

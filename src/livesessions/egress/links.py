@@ -10,8 +10,12 @@ from pathlib import Path
 from livesessions.auth.key_files import load_or_create
 
 
+def new_secret() -> bytes:
+    return secrets.token_bytes(32)
+
+
 def load_or_create_secret(path: Path) -> bytes:
-    return load_or_create(path, lambda: secrets.token_bytes(32))
+    return load_or_create(path, new_secret)
 
 
 class LinkSigner:

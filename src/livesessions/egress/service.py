@@ -18,6 +18,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from livesessions.auth.peer_tokens import InvalidPeerToken, PeerTokenCheck
 from livesessions.clock import Clock
@@ -54,6 +55,18 @@ class ActiveJob:
         return await self.timeline.close() if self.timeline is not None else 0
 
 
+class RemoteJobs(Protocol):
+    """Scaled out: the jobs that run on other nodes (livesessions.cluster.egress)."""
+
+    async def status(self, key: RoomKey) -> list[EgressJob]: ...
+
+    async def stop(self, key: RoomKey, kind: EgressType | None) -> EgressJob: ...
+
+    async def relay(self, playback_id: str) -> Broadcast | None: ...
+
+    async def ended(self, job: EgressJob) -> None: ...
+
+
 class EgressService:
     def __init__(
         self,
@@ -78,6 +91,8 @@ class EgressService:
         # Jobs being ended because their recording failed: kept so the tasks
         # are not collected mid-way.
         self._failing: set[asyncio.Task[EgressJob]] = set()
+        # Scaled out: jobs of other nodes are reached through this.
+        self.remote: RemoteJobs | None = None
 
     def recording_path(self, job_id: str) -> Path:
         return self.recordings_dir / f"{job_id}.jsonl"
@@ -175,6 +190,8 @@ class EgressService:
         key = RoomKey(project_id, room_id)
         kinds: list[EgressType] = [kind] if kind else list(EGRESS_TYPES)
         running = [self._active[(key, k)] for k in kinds if self._active.get((key, k)) is not None]
+        if not running and self.remote is not None:
+            return await self.remote.stop(key, kind)
         if not running:
             what = kind or "recording or livestream"
             raise NotFound(f"no {what} is active in this room")
@@ -184,19 +201,28 @@ class EgressService:
         assert active is not None
         return await self._finish(active)
 
-    def status(self, project_id: str, room_id: str) -> list[EgressJob]:
+    async def status(self, project_id: str, room_id: str) -> list[EgressJob]:
         key = RoomKey(project_id, room_id)
+        if self.remote is not None:
+            return await self.remote.status(key)
         return [a.job for k in ("recording", "livestream") if (a := self._active.get((key, k))) is not None]
+
+    def running(self, job_id: str) -> ActiveJob | None:
+        """The job, if it runs on this node."""
+        return next((a for a in self._active.values() if a is not None and a.job.id == job_id), None)
+
+    async def finish(self, active: ActiveJob) -> EgressJob:
+        return await self._finish(active)
 
     def active_count(self, kind: EgressType) -> int:
         """Jobs of this type going on now (or starting)."""
         return sum(1 for (_, k) in self._active if k == kind)
 
-    def broadcast_for(self, playback_id: str) -> Broadcast | None:
+    async def broadcast_for(self, playback_id: str) -> Broadcast | None:
         for active in self._active.values():
             if active is not None and active.job.playback_id == playback_id:
                 return active.broadcast
-        return None
+        return None if self.remote is None else await self.remote.relay(playback_id)
 
     def _recording_failed(self, key: RoomKey, job_id: str) -> None:
         """The recording's file cannot be written: end the job, as a stop would."""
@@ -230,6 +256,8 @@ class EgressService:
         job.active = False
         job.stopped_at = now
         job.size = size
+        if self.remote is not None:
+            await self.remote.ended(job)
         if job.failed_reason is None:
             log.info(
                 f"{job.type} stopped", extra=context(project=key.project_id, room=key.room_id, job=job.id, size=size)
@@ -255,22 +283,29 @@ class EgressService:
         """Finalize jobs that were active when the last process stopped."""
         jobs = await self.jobs.active_egress_jobs()
         for job in jobs:
-            size, written_at, failed = 0, None, None
-            if job.type == "recording":
-                try:
-                    size, written_at = await asyncio.to_thread(timeline.recover, self.recording_path(job.id))
-                except OSError as exc:
-                    # Unreadable: the job is still finalized, as failed and
-                    # empty; the service must start all the same.
-                    failed = timeline.describe(exc, "the recording could not be read back after a restart")
-                    log.error(
-                        "recording could not be recovered",
-                        extra=context(project=job.project_id, room=job.room_id, job=job.id, reason=failed),
-                    )
-            ended_at = await self.history.session_end_time(job.session_id)
-            stopped_at = max(job.started_at, written_at or ended_at or job.started_at)
-            await self.jobs.stop_egress_job(job.id, stopped_at, size, failed, stopped_at if failed else None)
+            await self.finalize_left(job)
         return len(jobs)
+
+    async def finalize_left(self, job: EgressJob) -> EgressJob:
+        """End a job whose process is gone (a crash, a dead node), with what it wrote."""
+        size, written_at, failed = 0, None, None
+        if job.type == "recording":
+            try:
+                size, written_at = await asyncio.to_thread(timeline.recover, self.recording_path(job.id))
+            except OSError as exc:
+                # Unreadable: the job is still finalized, as failed and
+                # empty; the service must start all the same.
+                failed = timeline.describe(exc, "the recording could not be read back after a restart")
+                log.error(
+                    "recording could not be recovered",
+                    extra=context(project=job.project_id, room=job.room_id, job=job.id, reason=failed),
+                )
+        ended_at = await self.history.session_end_time(job.session_id)
+        stopped_at = max(job.started_at, written_at or ended_at or job.started_at)
+        await self.jobs.stop_egress_job(job.id, stopped_at, size, failed, stopped_at if failed else None)
+        job.active, job.stopped_at, job.size = False, stopped_at, size
+        job.failed_reason, job.failed_at = failed, stopped_at if failed else None
+        return job
 
     # --- external media workers ---------------------------------------------
 

@@ -6,7 +6,17 @@ from __future__ import annotations
 from typing import Literal
 
 from livesessions.auth.rate_limits import retry_after
-from livesessions.domain.errors import Conflict, Forbidden, Gone, Invalid, NotFound, Refused, TooMany, Unauthorized
+from livesessions.domain.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    NotFound,
+    Refused,
+    TooMany,
+    Unauthorized,
+    Unavailable,
+)
 from livesessions.http.responses import Headers, Out, Response, json_response
 
 # A refusal's kind -> its status; the body is always an ErrorMessage.
@@ -18,6 +28,7 @@ STATUS_OF: dict[type[Refused], int] = {
     Conflict: 409,
     Gone: 410,
     TooMany: 429,
+    Unavailable: 503,
 }
 
 
@@ -108,6 +119,13 @@ SIGN_IN_FIRST = json_response(
     [(b"www-authenticate", b"Bearer")],
 )
 INTERNAL_ERROR = refusal(500, "Internal Server Error")
+# Scale-out mode, while Redis or PostgreSQL cannot be reached: no answer
+# rather than a wrong one (counts without the peers of other nodes).
+UNAVAILABLE = refusal(
+    503,
+    "Service Unavailable: the live state store cannot be reached right now; nothing was changed, retry shortly",
+    [(b"retry-after", b"2")],
+)
 
 
 def method_not_allowed(methods: list[str]) -> Response:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from livesessions.domain.live import RoomKey
+from livesessions.domain.live import Admission, RoomKey
 from livesessions.domain.permissions import BOT_ROLE
 from livesessions.realtime.protocol import CloseCode, ServerMessage, encode
 
@@ -46,6 +46,14 @@ class Connection:
     # Told when the connection is cut off at once (see `abort`), so the
     # member leaves the room now rather than when its socket gives up.
     on_abort: Callable[[int], None] | None = None
+    # What it was admitted with and the session it was told it is in: what a
+    # scaled-out node puts back in Redis should Redis lose it.
+    admission: Admission | None = None
+    session_id: str | None = None
+    session_start: int | None = None
+    # Scaled out: the room event (by its project's sequence) up to which the
+    # connection's `joined` already tells; only later events are sent to it.
+    seen_events: int = 0
 
     @property
     def is_bot(self) -> bool:
@@ -113,6 +121,18 @@ class Hub:
         if not room:
             del self._rooms[connection.key]
         return True
+
+    def find(self, key: RoomKey, peer_id: str) -> Connection | None:
+        room = self._rooms.get(key)
+        return None if room is None else room.get(peer_id)
+
+    def room(self, key: RoomKey) -> Iterable[Connection]:
+        """The room's connections on this node."""
+        return self._rooms.get(key, {}).values()
+
+    def connections(self) -> list[Connection]:
+        """Every connection on this node."""
+        return [connection for room in self._rooms.values() for connection in room.values()]
 
     def broadcast(
         self,

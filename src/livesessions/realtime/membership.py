@@ -9,22 +9,31 @@ the middle and leave someone unaware of someone else.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable
 
 from livesessions.domain.live import Admission, JoinOutcome
 from livesessions.domain.permissions import ROLES
 from livesessions.domain.sessions import SessionKeeper
+from livesessions.logs import context
 from livesessions.realtime import protocol
-from livesessions.realtime.hub import Connection, Hub
+from livesessions.realtime.fanout import Fanout
+from livesessions.realtime.hub import Connection
 from livesessions.realtime.protocol import CloseCode
 from livesessions.telemetry import Telemetry
 
+log = logging.getLogger(__name__)
+
 
 class Membership:
-    def __init__(self, keeper: SessionKeeper, hub: Hub, telemetry: Telemetry) -> None:
+    def __init__(self, keeper: SessionKeeper, fanout: Fanout, telemetry: Telemetry) -> None:
         self.keeper = keeper
-        self.hub = hub
+        self.fanout = fanout
+        self.hub = fanout.hub
         self.telemetry = telemetry
+        # Scaled out: departures presence could not take (Redis unreachable),
+        # retried until it can, so that no member outlives its connection.
+        self.unfinished_departures: list[Connection] = []
 
     async def enter(self, connection: Connection, admission: Admission) -> tuple[JoinOutcome, Awaitable[None]]:
         """Admit the member; the awaitable resolves once history has the join."""
@@ -33,20 +42,46 @@ class Membership:
         if outcome.refused is not None:
             return outcome, persisted
         self.telemetry.joins.labels(connection.role if connection.role in ROLES else "custom").inc()
-        replaced = self.hub.add(connection)
+        connection.admission = admission
+        connection.session_id, connection.session_start = outcome.session_id, outcome.start_time
+        connection.push(protocol.Joined(key.room_id, outcome.session_id, connection.peer_id, outcome.peers))
+        replaced = self.fanout.attach(connection, outcome)
         if replaced is not None:
             replaced.close(CloseCode.REPLACED, "replaced by a newer connection of the same peer")
-        connection.push(protocol.Joined(key.room_id, outcome.session_id, connection.peer_id, outcome.peers))
         if not connection.is_bot and outcome.replaced_connection is None:
-            self.hub.broadcast(key, protocol.PeerJoined(admission.peer), exclude=connection.peer_id)
+            self.fanout.peer_joined(key, admission.peer)
         return outcome, persisted
 
     async def depart(self, connection: Connection) -> None:
         """Take the member out of the room (once) and tell the others."""
-        outcome, persisted = await self.keeper.leave(connection.key, connection.peer_id, connection.id)
-        removed = self.hub.remove(connection)
+        try:
+            outcome, persisted = await self.keeper.leave(connection.key, connection.peer_id, connection.id)
+        except Exception:
+            # Presence is out of reach (scaled out): the connection is gone
+            # all the same, and its leave is retried until presence takes it.
+            log.warning(
+                "a leave could not be recorded in presence; retrying",
+                extra=context(project=connection.key.project_id, room=connection.key.room_id, peer=connection.peer_id),
+                exc_info=True,
+            )
+            self.fanout.detach(connection)
+            if connection not in self.unfinished_departures:
+                self.unfinished_departures.append(connection)
+            return
+        removed = self.fanout.detach(connection)
         if outcome is not None:
             self.telemetry.leaves.inc()
         if removed and outcome is not None and not outcome.was_bot:
-            self.hub.broadcast(connection.key, protocol.PeerLeft(connection.peer_id))
+            self.fanout.peer_left(connection.key, connection.peer_id)
         await persisted
+
+    async def retry_departures(self) -> None:
+        """Take out the members whose leave presence could not take before."""
+        for connection in list(self.unfinished_departures):
+            outcome, persisted = await self.keeper.leave(connection.key, connection.peer_id, connection.id)
+            self.unfinished_departures.remove(connection)
+            if outcome is not None:
+                self.telemetry.leaves.inc()
+                if not outcome.was_bot:
+                    self.fanout.peer_left(connection.key, connection.peer_id)
+            await persisted

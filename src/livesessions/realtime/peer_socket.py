@@ -50,6 +50,7 @@ class PeerSocket:
         clock: Clock,
         message_rate: float,
         message_burst: float,
+        outages: tuple[type[BaseException], ...] = (),
     ):
         self.tokens = tokens
         self.rooms = rooms
@@ -60,6 +61,8 @@ class PeerSocket:
         self.message_rate = message_rate
         self.message_burst = message_burst
         self.telemetry = membership.telemetry
+        # What the backends raise while a store they need is out of reach.
+        self.outages = outages
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
@@ -89,7 +92,11 @@ class PeerSocket:
             max_peers=claims.max_peers,
             lock_room=claims.lock_room,
         )
-        outcome, persisted = await self.membership.enter(connection, admission)
+        try:
+            outcome, persisted = await self.membership.enter(connection, admission)
+        except self.outages as exc:
+            self._refused("unavailable", scope, claims, detail=type(exc).__name__)
+            return await _close(send, CloseCode.TRY_AGAIN_LATER, "service unavailable; reconnect shortly")
         if outcome.refused is not None:
             self._refused(outcome.refused.value, scope, claims)
             await persisted
@@ -176,8 +183,14 @@ class PeerSocket:
             message = protocol.parse(text)
         except protocol.BadMessage as exc:
             return connection.push(_error(str(exc)))
+        try:
+            await self._act(connection, message)
+        except self.outages:
+            connection.push(_error("not done: the service is unavailable right now; retry shortly"))
+
+    async def _act(self, connection: Connection, message: protocol.ClientMessage) -> None:
         if isinstance(message, protocol.SendData):
-            return self._on_data(connection, message)
+            return await self._on_data(connection, message)
         if isinstance(message, protocol.UpdateMetadata):
             return await self._on_update_metadata(connection, message)
         if isinstance(message, protocol.Leave):
@@ -185,15 +198,12 @@ class PeerSocket:
             return connection.close(CloseCode.NORMAL, "left")
         connection.push(protocol.PONG)
 
-    def _on_data(self, connection: Connection, message: protocol.SendData) -> None:
+    async def _on_data(self, connection: Connection, message: protocol.SendData) -> None:
         if not connection.can("canSendData"):
             return connection.push(_error("not permitted: canSendData"))
         recipients = None if message.to == "*" else set(message.to)
-        self.hub.broadcast(
-            connection.key,
-            protocol.Data(connection.peer_id, message.label, message.payload),
-            exclude=connection.peer_id,
-            only=lambda c: c.can("canRecvData") and (recipients is None or c.peer_id in recipients),
+        await self.membership.fanout.data(
+            connection.key, protocol.Data(connection.peer_id, message.label, message.payload), recipients
         )
 
     async def _on_update_metadata(self, connection: Connection, message: protocol.UpdateMetadata) -> None:
@@ -212,7 +222,7 @@ class PeerSocket:
         if connection.is_bot:
             connection.push(protocol.encode(update))
         else:
-            self.hub.broadcast(connection.key, update)
+            self.membership.fanout.metadata_updated(connection.key, connection.peer_id, metadata)
         await persisted
 
 

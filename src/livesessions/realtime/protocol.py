@@ -24,6 +24,7 @@ class CloseCode(IntEnum):
     GOING_AWAY = 1001
     TOO_SLOW = 1008
     INTERNAL = 1011
+    TRY_AGAIN_LATER = 1013
     BAD_TOKEN = 4001
     LOCKED = 4003
     ROOM_NOT_FOUND = 4004
@@ -39,6 +40,7 @@ CLOSE_MEANING: dict[CloseCode, str] = {
     CloseCode.GOING_AWAY: "the server is shutting down",
     CloseCode.TOO_SLOW: "too slow to receive its messages",
     CloseCode.INTERNAL: "the server could not serve the connection",
+    CloseCode.TRY_AGAIN_LATER: "scale-out mode: Redis or PostgreSQL cannot be reached right now; reconnect shortly",
     CloseCode.BAD_TOKEN: "missing, malformed or expired token, or its API key was revoked",
     CloseCode.LOCKED: "the room is locked (admins may still join)",
     CloseCode.ROOM_NOT_FOUND: "the token's room does not exist",

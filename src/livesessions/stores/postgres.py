@@ -858,6 +858,35 @@ class PostgresStore:
 
         return await self._writer.submit(write)
 
+    async def close_orphaned_sessions(self, known: list[str], stale_before: int) -> int:
+        """Scaled out: close the sessions presence no longer knows (their nodes
+        died while Redis lost its data, say) and nobody marked live since
+        `stale_before`, at the last time they were known live."""
+
+        async def write(conn: Any) -> int:
+            ids = await conn.fetch(
+                "SELECT session_id FROM sessions WHERE end_time IS NULL AND last_seen < $1"
+                " AND NOT (session_id = ANY($2::text[])) FOR UPDATE",
+                stale_before,
+                known,
+            )
+            if not ids:
+                return 0
+            orphans = [row[0] for row in ids]
+            await conn.execute(
+                "UPDATE participants p SET exit_time = GREATEST(s.last_seen, p.join_time) FROM sessions s"
+                " WHERE s.session_id = p.session_id AND p.exit_time IS NULL AND s.session_id = ANY($1::text[])",
+                orphans,
+            )
+            return _rowcount(
+                await conn.execute(
+                    "UPDATE sessions SET end_time = last_seen WHERE session_id = ANY($1::text[]) AND end_time IS NULL",
+                    orphans,
+                )
+            )
+
+        return await self._writer.submit(write)
+
     async def list_sessions(
         self, project_id: str, room_id: str, before: int | None, limit: int
     ) -> tuple[list[SessionRecord], int | None]:

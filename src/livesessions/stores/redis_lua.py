@@ -159,9 +159,11 @@ end
 
 -- What a join or re-registration tells the joiner: status, session id, start,
 -- started (0/1), replaced connection and node, ended session and its end,
--- then the other peers as (peer id, record) pairs.
+-- the project's event sequence after it (its events up to there are what the
+-- joiner is told), then the other peers as (peer id, record) pairs.
 local function outcome(status, room, peer, sid, started, rconn, rnode, ended_sid, ended_at)
-  local out = {status, sid or false, false, started, rconn, rnode, ended_sid, ended_at}
+  local out = {status, sid or false, false, started, rconn, rnode, ended_sid, ended_at,
+    tonumber(redis.call('HGET', base, 'ev') or '0')}
   if sid then out[3] = tonumber(redis.call('HGET', room_key(room), 'start')) end
   local all = redis.call('HGETALL', members_key(room, false))
   for i = 1, #all, 2 do
@@ -369,6 +371,18 @@ if not bot then
   if reaped then announce_join(room, sid, node, conn, peer, role, meta, join_time) end
 end
 return outcome(reaped and 'rejoined' or 'restored', room, peer, sid, started, false, false, ended_sid, ended_at)
+"""
+)
+
+# A data message, published in the project's event sequence so that it
+# reaches every node in order with the joins and leaves around it. ARGV: room,
+# sender, the recipients (a JSON array, or null for everyone), the message as sent.
+PUBLISH_DATA = (
+    _PROJECT_PRELUDE
+    + r"""
+publish('"type":"data","room":' .. js(ARGV[1]) .. ',"sender":' .. js(ARGV[2]) .. ',"to":' .. ARGV[3]
+  .. ',"message":' .. ARGV[4])
+return 1
 """
 )
 

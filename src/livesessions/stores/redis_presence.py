@@ -60,6 +60,8 @@ a gap means messages were missed) and `room` names the room:
         the peer (or bot) connected again: node `node` closes `conn` with 4009
     {"seq", "type": "session-ended", "room", "session", "endTime"}
         a session's grace period ran out (found by an expiry or a join)
+    {"seq", "type": "data", "room", "sender", "to" (peer ids, or null), "message"}
+        a data message (`publish_data`), `message` exactly as peers receive it
 
 `decode_event` reads one into the `RoomEvent` structs below.
 """
@@ -122,6 +124,9 @@ class RedisJoinOutcome(JoinOutcome):
     # The node holding `replaced_connection`: when it is not this one, that
     # node closes it on the "replaced" event.
     replaced_node: str | None = None
+    # The project's event sequence number after this join: the joiner's
+    # `joined` tells everything up to it, so it is sent only later events.
+    event_seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +226,15 @@ class SessionEndedEvent(msgspec.Struct, tag="session-ended", tag_field="type", r
     end_time: int
 
 
-RoomEvent = PeerJoinedEvent | PeerLeftEvent | MetadataUpdatedEvent | ReplacedEvent | SessionEndedEvent
+class DataEvent(msgspec.Struct, tag="data", tag_field="type", frozen=True):
+    seq: int
+    room: str
+    sender: str
+    to: list[str] | None
+    message: msgspec.Raw
+
+
+RoomEvent = PeerJoinedEvent | PeerLeftEvent | MetadataUpdatedEvent | ReplacedEvent | SessionEndedEvent | DataEvent
 
 _event_decoder = msgspec.json.Decoder(RoomEvent)
 
@@ -289,6 +302,7 @@ class RedisPresence:
         self._dead_nodes = script(redis_lua.DEAD_NODES)
         self._settle_node = script(redis_lua.SETTLE_NODE)
         self._deregister = script(redis_lua.DEREGISTER)
+        self._publish_data = script(redis_lua.PUBLISH_DATA)
 
     @classmethod
     def from_url(cls, url: str, grace_period_ms: int, **options: Any) -> RedisPresence:
@@ -402,6 +416,16 @@ class RedisPresence:
         self._check_lease()
         counted = await self._count_egress(keys=[self._base(key.project_id)], args=[key.room_id, kind, _version_base()])
         return bool(counted)
+
+    async def publish_data(self, key: RoomKey, sender: str, recipients: bytes, message: bytes) -> None:
+        """Publish a data message among the project's events (type "data",
+        with `to`: the JSON array of recipients or null, and `message`: the
+        message as peers receive it, both given already encoded)."""
+        await self._publish_data(keys=[self._base(key.project_id)], args=[key.room_id, sender, recipients, message])
+
+    async def bot_present(self, key: RoomKey, peer_id: str) -> bool:
+        """Whether the bot (a recorder or livestream) is in the room, on any node."""
+        return bool(await self._redis.hexists(f"{self._base(key.project_id)}:b:{key.room_id}", peer_id))
 
     # --- reads ------------------------------------------------------------
 
@@ -635,7 +659,8 @@ def _join_outcome(key: RoomKey, reply: Sequence[Any]) -> tuple[str | None, Redis
     outcome.started_session = bool(started)
     outcome.replaced_connection = _opt_text(replaced)
     outcome.replaced_node = _opt_text(replaced_node)
-    rest = reply[8:]
+    outcome.event_seq = int(reply[8])
+    rest = reply[9:]
     outcome.peers = _peers(zip(rest[::2], rest[1::2], strict=True))
     return state, outcome
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import msgspec
 
 from livesessions.auth.api_keys import ApiKeys
-from livesessions.auth.rate_limits import RateLimiter
+from livesessions.auth.rate_limits import Limiter
 from livesessions.auth.siwe import checksum
 from livesessions.auth.wallet_sign_in import WalletSignIn
 from livesessions.clock import Clock
@@ -94,9 +94,9 @@ class NewKey(Out):
     apiKey: NewApiKey
 
 
-def _limit(limiter: RateLimiter, *keys: str) -> None:
+async def _limit(limiter: Limiter, *keys: str) -> None:
     for key in keys:
-        wait = limiter.acquire(key)
+        wait = await limiter.acquire(key)
         if wait:
             raise TooMany("Too many sign-in attempts; try again later", wait)
 
@@ -105,8 +105,8 @@ def _client(request: Request) -> str:
     return f"client:{request.client_key}"
 
 
-async def nonce(request: Request, sign_in: WalletSignIn, sign_in_limiter: RateLimiter) -> Nonce:
-    _limit(sign_in_limiter, _client(request))
+async def nonce(request: Request, sign_in: WalletSignIn, sign_in_limiter: Limiter) -> Nonce:
+    await _limit(sign_in_limiter, _client(request))
     address = request.query.get(ADDRESS.name)  # given empty, still checked
     if address is None:
         return Nonce(nonce=await sign_in.new_nonce())
@@ -120,10 +120,10 @@ async def nonce(request: Request, sign_in: WalletSignIn, sign_in_limiter: RateLi
     return Nonce(nonce=value, message=sign_in.message_for(value, checksum(address), chain_id))
 
 
-async def verify(request: Request, sign_in: WalletSignIn, sign_in_limiter: RateLimiter, body: VerifyBody) -> SignedIn:
+async def verify(request: Request, sign_in: WalletSignIn, sign_in_limiter: Limiter, body: VerifyBody) -> SignedIn:
     lines = body.message.split("\n", 2)
     claimed = lines[1].lower() if len(lines) > 1 and _ADDRESS_LINE.match(lines[1]) else None
-    _limit(sign_in_limiter, _client(request), *([f"address:{claimed}"] if claimed else []))
+    await _limit(sign_in_limiter, _client(request), *([f"address:{claimed}"] if claimed else []))
     session, token, api_key = await sign_in.verify(body.message, body.signature)
     return SignedIn(
         token=token,

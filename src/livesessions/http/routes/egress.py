@@ -145,7 +145,7 @@ async def status(
 ) -> EgressIdle | EgressOngoing:
     room_id = ROOM_ID.read(request)
     await find_room(rooms, request.project_id, room_id)
-    active = egress.status(request.project_id, room_id)
+    active = await egress.status(request.project_id, room_id)
     if not active:
         return EgressIdle()
     first = min(active, key=lambda job: job.started_at)
@@ -210,7 +210,7 @@ async def download(
 
 async def watch(request: Request, jobs: EgressJobs, egress: EgressService) -> Response:
     playback_id = request.path_params["playbackId"]
-    broadcast = egress.broadcast_for(playback_id)
+    broadcast = await egress.broadcast_for(playback_id)
     if broadcast is None:
         if await jobs.egress_job_by_playback(playback_id) is None:
             raise NotFound("Livestream Not Found")

@@ -1,0 +1,247 @@
+"""Room events between nodes, through Redis.
+
+The presence scripts publish each join, leave, metadata change, replacement
+and session end on the project's channel in the same atomic step that makes
+it (livesessions.stores.redis_presence); data messages are published on the
+same channel by `data`. Every node subscribes to all projects' channels and
+hands each event to its own connections in that room, so every member, on
+whichever node, sees a room's events in the one order Redis gave them.
+
+A joiner is told the room in its `joined`, as of the project's event number
+its join returned: it is handed only later events. Events this node received
+before the joiner was attached are kept for a moment (`RECENT` per project)
+and replayed to it, so none falls between the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import msgspec
+import orjson
+from redis.asyncio import Redis
+
+from livesessions.domain.live import EndedSession, JoinOutcome, PeerPresence, RoomKey
+from livesessions.realtime import protocol
+from livesessions.realtime.fanout import receives_data
+from livesessions.realtime.hub import Connection, Hub
+from livesessions.realtime.protocol import CloseCode
+from livesessions.stores.redis_presence import (
+    DataEvent,
+    MetadataUpdatedEvent,
+    PeerJoinedEvent,
+    PeerLeftEvent,
+    RedisPresence,
+    ReplacedEvent,
+    RoomEvent,
+    SessionEndedEvent,
+    decode_event,
+)
+from livesessions.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+# Events kept per project for joiners attached after this node received them.
+RECENT = 256
+RECONNECT_DELAY_MAX = 1.0
+
+SessionEndListener = Callable[[EndedSession], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Stream:
+    """What this node received of one project's events."""
+
+    last: int = 0
+    recent: deque[tuple[RoomEvent, bytes | None]] = field(default_factory=lambda: deque(maxlen=RECENT))
+
+
+class RedisFanout:
+    def __init__(self, hub: Hub, presence: RedisPresence, redis: Redis, telemetry: Telemetry) -> None:
+        self.hub = hub
+        self._presence = presence
+        self._redis = redis
+        self._telemetry = telemetry
+        self._streams: dict[str, _Stream] = {}
+        # Told of every session that ends, on every node (the node running a
+        # session's recording stops it).
+        self.session_end_listeners: list[SessionEndListener] = []
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_gap_log = 0.0
+
+    # --- lifecycle ------------------------------------------------------------
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Subscribe; returns once events are being received."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        await asyncio.wait_for(self._subscribed.wait(), timeout)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # --- the Fanout port ------------------------------------------------------
+
+    def attach(self, connection: Connection, outcome: JoinOutcome) -> Connection | None:
+        replaced = self.hub.add(connection)
+        seen = getattr(outcome, "event_seq", 0)
+        connection.seen_events = seen
+        stream = self._streams.get(connection.key.project_id)
+        if stream is not None and stream.last > seen:
+            for event, encoded in list(stream.recent):
+                if event.seq > seen and event.room == connection.key.room_id:
+                    self._hand(connection, event, encoded)
+        return replaced
+
+    def detach(self, connection: Connection) -> bool:
+        return self.hub.remove(connection)
+
+    # Joins, leaves and metadata changes are published by presence itself,
+    # atomically with the change: nothing to add here.
+    def peer_joined(self, key: RoomKey, peer: PeerPresence) -> None:
+        pass
+
+    def peer_left(self, key: RoomKey, peer_id: str) -> None:
+        pass
+
+    def metadata_updated(self, key: RoomKey, peer_id: str, metadata: str) -> None:
+        pass
+
+    async def data(self, key: RoomKey, message: protocol.Data, recipients: set[str] | None) -> None:
+        to = b"null" if recipients is None else orjson.dumps(sorted(recipients))
+        await self._presence.publish_data(key, message.sender, to, protocol.encode(message))
+
+    # --- receiving ------------------------------------------------------------
+
+    def received_up_to(self, project_id: str) -> int:
+        """The last of the project's events this node received."""
+        stream = self._streams.get(project_id)
+        return 0 if stream is None else stream.last
+
+    def forget_received(self) -> None:
+        """Forget what was received (Redis restarted: sequences start again)."""
+        self._streams.clear()
+        for connection in self.hub.connections():
+            connection.seen_events = 0
+
+    async def _run(self) -> None:
+        delay = 0.05
+        pattern = self._presence.events_pattern
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(pattern)
+                self._subscribed.set()
+                delay = 0.05
+                while True:
+                    message = await pubsub.get_message(timeout=None)
+                    if message is not None and message["type"] == "pmessage":
+                        self._receive(message["channel"], message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reconnect whatever broke
+                log.warning("room events from Redis interrupted; reconnecting", extra={"error": repr(exc)})
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            # Whatever comes next may be a new Redis, counting from 1 again.
+            self.forget_received()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_DELAY_MAX)
+
+    def _receive(self, channel: str | bytes, data: str | bytes) -> None:
+        name = channel if isinstance(channel, str) else channel.decode()
+        project_id = name[name.index("{") + 1 : name.rindex("}")]
+        try:
+            event = decode_event(data)
+        except msgspec.ValidationError:
+            log.exception("an unreadable room event was ignored")
+            return
+        stream = self._streams.get(project_id)
+        if stream is None:
+            stream = self._streams[project_id] = _Stream()
+        if event.seq <= stream.last:
+            # Sequences only grow, unless Redis started again from empty.
+            stream = self._streams[project_id] = _Stream()
+            for connection in self.hub.connections():
+                if connection.key.project_id == project_id:
+                    connection.seen_events = 0
+        elif stream.last and event.seq > stream.last + 1:
+            self._telemetry.cluster_events.labels("missed").inc(event.seq - stream.last - 1)
+            now = time.monotonic()
+            if now - self._last_gap_log > 10:
+                self._last_gap_log = now
+                log.warning(
+                    "room events were missed (Redis connection interrupted?)",
+                    extra={"project": project_id, "missed": event.seq - stream.last - 1},
+                )
+        self._telemetry.cluster_events.labels("received").inc()
+        stream.last = event.seq
+        encoded = _wire(event)
+        stream.recent.append((event, encoded))
+        key = RoomKey(project_id, event.room)
+        if isinstance(event, SessionEndedEvent):
+            self._spawn(self._session_ended(EndedSession(key, event.session, event.end_time)))
+            return
+        if isinstance(event, ReplacedEvent):
+            holder = self.hub.find(key, event.peer_id)
+            if holder is not None and holder.id == event.conn:
+                holder.close(CloseCode.REPLACED, "replaced by a newer connection of the same peer")
+            return
+        for connection in list(self.hub.room(key)):
+            self._hand(connection, event, encoded)
+
+    def _hand(self, connection: Connection, event: RoomEvent, encoded: bytes | None) -> None:
+        """Give one event to one connection, if it is one for it."""
+        if encoded is None or connection.seen_events >= event.seq:
+            return
+        if isinstance(event, PeerJoinedEvent):
+            if connection.peer_id != event.peer.peer_id:
+                connection.push(encoded)
+        elif isinstance(event, PeerLeftEvent):
+            if connection.peer_id != event.peer_id:
+                connection.push(encoded)
+        elif isinstance(event, DataEvent):
+            recipients = None if event.to is None else set(event.to)
+            if connection.peer_id != event.sender and receives_data(connection, recipients):
+                connection.push(encoded)
+        elif isinstance(event, MetadataUpdatedEvent):
+            connection.push(encoded)
+
+    async def _session_ended(self, ended: EndedSession) -> None:
+        for listener in self.session_end_listeners:
+            try:
+                await listener(ended)
+            except Exception:
+                log.exception("session end listener failed for %s", ended.session_id)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            await work
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _wire(event: RoomEvent) -> bytes | None:
+    """The message members are sent for an event, encoded once for all of them."""
+    if isinstance(event, PeerJoinedEvent):
+        return protocol.encode(protocol.PeerJoined(event.peer))
+    if isinstance(event, PeerLeftEvent):
+        return protocol.encode(protocol.PeerLeft(event.peer_id))
+    if isinstance(event, MetadataUpdatedEvent):
+        return protocol.encode(protocol.MetadataUpdated(event.peer_id, event.metadata))
+    if isinstance(event, DataEvent):
+        return bytes(event.message)
+    return None

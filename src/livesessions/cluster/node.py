@@ -1,0 +1,175 @@
+"""This node's life among the others: its lease in Redis, the nodes that died,
+and Redis coming back empty.
+
+Every `lease / 5` seconds the node renews its lease and reaps the members of
+every node whose lease ran out (each departure is taken by exactly one
+surviving node: it records the exit in history at the time that node was last
+known alive; presence publishes the peer-left). A node that finds its own
+lease gone (it was cut off long enough to be reaped) or Redis empty takes a
+new id and puts back only the connections it still really holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from livesessions.clock import Clock
+from livesessions.domain.ports import History
+from livesessions.realtime.hub import Connection
+from livesessions.realtime.membership import Membership
+from livesessions.realtime.protocol import REFUSAL_CLOSE, CloseCode
+from livesessions.stores.redis_presence import Departure, HeldConnection, Lease, RedisPresence, Restored
+from livesessions.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+BotDeparted = Callable[[Departure], Awaitable[None]]
+
+
+class OrphanedSessions(Protocol):
+    async def close_orphaned_sessions(self, known: list[str], stale_before: int) -> int: ...
+
+
+class NodeKeeper:
+    def __init__(
+        self,
+        presence: RedisPresence,
+        membership: Membership,
+        history: History,
+        clock: Clock,
+        telemetry: Telemetry,
+        lease_s: float,
+        on_reregistered: Callable[[], None] = lambda: None,
+        orphans: OrphanedSessions | None = None,
+        orphan_age_s: float = 60.0,
+    ) -> None:
+        self.presence = presence
+        self.membership = membership
+        self.history = history
+        self.clock = clock
+        self.telemetry = telemetry
+        self.interval = lease_s / 5
+        self._on_reregistered = on_reregistered
+        # Sessions open in history that no node holds any more (their nodes
+        # died while Redis lost its data): closed once this stale.
+        self._orphans = orphans
+        self._orphan_age_ms = int(orphan_age_s * 1000)
+        self._next_orphan_sweep = 0.0
+        # Told of each bot (a recording's or livestream's) of a dead node.
+        self.bot_departed: list[BotDeparted] = []
+        self._task: asyncio.Task[None] | None = None
+        self._last_failure_log = 0.0
+
+    async def start(self) -> None:
+        await self.presence.heartbeat(self.clock())
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop renewing, and give up the lease (call after the node's
+        connections have left: what remains is reaped by the others)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        try:
+            await self.presence.deregister()
+        except Exception:  # noqa: BLE001 - the others reap it when the lease runs out
+            log.warning("could not give up this node's lease; the other nodes reap it when it runs out")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.beat()
+            except Exception:
+                now = time.monotonic()
+                if now - self._last_failure_log > 10:
+                    self._last_failure_log = now
+                    log.warning("node heartbeat failed (is Redis reachable?)", exc_info=True)
+
+    async def beat(self) -> None:
+        lease = await self.presence.heartbeat(self.clock())
+        if lease in (Lease.LOST, Lease.EMPTIED):
+            log.warning(
+                "this node's presence was lost; putting back the connections it holds",
+                extra={"why": lease.value, "node": self.presence.node_id},
+            )
+            self._on_reregistered()
+            await self.reregister()
+        await self.reap()
+        await self.membership.retry_departures()
+        if self._orphans is not None and time.monotonic() >= self._next_orphan_sweep:
+            self._next_orphan_sweep = time.monotonic() + self._orphan_age_ms / 4000
+            now = self.clock()
+            closed = await self._orphans.close_orphaned_sessions(
+                await self.presence.live_session_ids(), now - self._orphan_age_ms
+            )
+            if closed:
+                log.info("closed sessions no node holds any more", extra={"count": closed})
+
+    async def reap(self) -> None:
+        departures = await self.presence.reap_dead_nodes(self.clock())
+        if not departures:
+            return
+        self.telemetry.reaped.inc(len(departures))
+        log.info("took out the members of dead nodes", extra={"count": len(departures)})
+        writes = []
+        for departure in departures:
+            outcome = departure.outcome
+            if outcome.was_bot:
+                for listener in self.bot_departed:
+                    await listener(departure)
+            elif outcome.session_id is not None:
+                writes.append(self.history.record_exit(outcome.session_id, departure.peer_id, departure.left_at))
+        for write in writes:
+            await write
+
+    async def reregister(self) -> None:
+        held = [c for c in self.membership.hub.connections() if c.admission is not None and not c.closing]
+        now = self.clock()
+        restored = await self.presence.reregister(
+            [HeldConnection(c.key, c.admission, c.session_id, c.session_start) for c in held if c.admission], now
+        )
+        by_id = {c.id: c for c in held}
+        writes = []
+        for result in restored:
+            connection = by_id[result.connection.admission.connection_id]
+            writes.extend(self._settle(connection, result, now))
+        for write in writes:
+            await write
+
+    def _settle(self, connection: Connection, result: Restored, now: int) -> list[Awaitable[None]]:
+        outcome = result.outcome
+        if result.status == "superseded":
+            connection.close(CloseCode.REPLACED, "replaced by a newer connection of the same peer")
+            return []
+        if result.status == "full":
+            connection.close(*REFUSAL_CLOSE[outcome.refused] if outcome.refused else (CloseCode.FULL, "room is full"))
+            return []
+        writes: list[Awaitable[None]] = []
+        if outcome.ended is not None:
+            writes.append(self.history.end_sessions([(outcome.ended.session_id, outcome.ended.end_time)]))
+        connection.seen_events = max(connection.seen_events, outcome.event_seq)
+        admission = connection.admission
+        if admission is None or admission.is_bot or result.status == "present":
+            return writes
+        if result.status == "rejoined" or outcome.started_session:
+            assert outcome.session_id is not None
+            connection.session_id, connection.session_start = outcome.session_id, outcome.start_time
+            peer = admission.peer
+            writes.append(
+                self.history.record_join(
+                    connection.key.project_id,
+                    connection.key.room_id,
+                    outcome.session_id,
+                    outcome.start_time if outcome.started_session else None,
+                    peer.peer_id,
+                    peer.role,
+                    peer.metadata,
+                    now,
+                )
+            )
+        return writes
