@@ -10,20 +10,14 @@ skip, unless LIVESESSIONS_REQUIRE_SERVICES or CI is set: then they fail.
 from __future__ import annotations
 
 import asyncio
-import atexit
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from backends import REDIS_SERVER, SKIP_REASON, redis_server
 from livesessions.domain.live import Admission, PeerPresence, Refusal, RoomKey
 from livesessions.stores.redis_presence import (
     HeldConnection,
@@ -36,80 +30,11 @@ from livesessions.stores.redis_presence import (
     RoomEvent,
     decode_event,
 )
-from support import free_port, required
+from support import required
 
-REDIS_SERVER = shutil.which("redis-server")
 REQUIRED = required()
-SKIP_REASON = "redis-server is not installed (apt-get install redis-server); the Redis presence tests need it"
 # Skip when redis-server is missing, unless it is required: then the tests run and fail saying why.
 needs_redis = pytest.mark.skipif(REDIS_SERVER is None and not REQUIRED, reason=SKIP_REASON)
-
-
-class RedisServer:
-    """A throwaway redis-server on a free loopback port, nothing on disk."""
-
-    def __init__(self) -> None:
-        if REDIS_SERVER is None:
-            raise RuntimeError(
-                "redis-server is required here (LIVESESSIONS_REQUIRE_SERVICES or CI is set) but is not installed"
-            )
-        self._dir = tempfile.TemporaryDirectory(prefix="livesessions-redis-")
-        for _attempt in range(5):
-            self.port = free_port()
-            self._log = Path(self._dir.name, f"redis-{self.port}.log")
-            self.process = subprocess.Popen(
-                [
-                    *(REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"),
-                    *("--save", "", "--appendonly", "no", "--dir", self._dir.name, "--logfile", str(self._log)),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            if self._wait_ready():
-                return
-            self.process.kill()
-            self.process.wait()
-        raise RuntimeError(f"redis-server did not start: {self._log.read_text() if self._log.exists() else ''}")
-
-    def _wait_ready(self) -> bool:
-        client = SyncRedis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        try:
-            while time.monotonic() < deadline and self.process.poll() is None:
-                try:
-                    if client.ping():
-                        return True
-                except RedisError:
-                    time.sleep(0.02)
-            return False
-        finally:
-            client.close()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._dir.cleanup()
-
-
-_server: RedisServer | None = None
-
-
-def redis_server() -> RedisServer:
-    """The process's redis-server, started on first use."""
-    global _server
-    if _server is None:
-        _server = RedisServer()
-        atexit.register(_server.stop)
-    return _server
 
 
 # --- helpers -------------------------------------------------------------------

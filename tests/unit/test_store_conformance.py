@@ -13,26 +13,23 @@ set: then they fail.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import getpass
-import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import msgspec
 import pytest
 
+from backends import fresh_database, postgres_admin, with_port
 from livesessions.domain.egress import EgressJob
 from livesessions.stores.postgres import PostgresStore, WriteBufferFull
 from livesessions.stores.postgres_schema import LATEST, migrate, schema_version
 from livesessions.stores.sqlite import SQLiteStore
 from livesessions.telemetry import Telemetry
-from support import unavailable
 
 T = TypeVar("T")
 
@@ -40,67 +37,14 @@ T = TypeVar("T")
 # --- PostgreSQL: find it, and a database of this module's own ----------------
 
 
-def _admin_candidates() -> list[str]:
-    given = os.environ.get("LIVESESSIONS_TEST_POSTGRES_URL")
-    if given:
-        return [given]
-    users = dict.fromkeys(["postgres", getpass.getuser()])
-    return [f"postgresql://{user}@127.0.0.1:5432/postgres" for user in users]
-
-
-async def _answers(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn, timeout=3)
-    await conn.close()
-
-
-def _with_database(dsn: str, database: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + database))
-
-
-def _with_port(dsn: str, port: int) -> str:
-    parts = urlsplit(dsn)
-    netloc = parts.netloc.rsplit("@", 1)
-    host = f"127.0.0.1:{port}"
-    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
-
-
 @pytest.fixture(scope="module")
 def pg_admin() -> str:
-    problems = []
-    for dsn in _admin_candidates():
-        try:
-            asyncio.run(_answers(dsn))
-        except Exception as exc:  # noqa: BLE001 - reported below
-            problems.append(f"{dsn}: {type(exc).__name__}: {exc}")
-        else:
-            return dsn
-    reason = "PostgreSQL is not reachable (" + "; ".join(problems) + ")"
-    unavailable(reason)
-
-
-async def _admin(admin: str, *statements: str) -> None:
-    conn = await asyncpg.connect(admin, timeout=5)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-@contextlib.contextmanager
-def _fresh_database(admin: str) -> Iterator[str]:
-    name = f"livesessions_test_{secrets.token_hex(6)}"
-    asyncio.run(_admin(admin, f'CREATE DATABASE "{name}"'))
-    try:
-        yield _with_database(admin, name)
-    finally:
-        asyncio.run(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    return postgres_admin()
 
 
 @pytest.fixture(scope="module")
 def pg_url(pg_admin: str) -> Iterator[str]:
-    with _fresh_database(pg_admin) as url:
+    with fresh_database(pg_admin) as url:
         yield url
 
 
@@ -626,7 +570,7 @@ async def _versions(url: str) -> list[int]:
 
 
 def test_a_database_at_the_previous_version_is_upgraded(pg_admin: str) -> None:
-    with _fresh_database(pg_admin) as url:
+    with fresh_database(pg_admin) as url:
 
         async def scenario() -> None:
             conn = await asyncpg.connect(url, timeout=5)
@@ -649,7 +593,7 @@ def test_a_database_at_the_previous_version_is_upgraded(pg_admin: str) -> None:
 
 
 def test_many_nodes_migrating_at_once_apply_each_version_once(pg_admin: str) -> None:
-    with _fresh_database(pg_admin) as url:
+    with fresh_database(pg_admin) as url:
 
         async def scenario() -> None:
             conns = [await asyncpg.connect(url, timeout=5) for _ in range(6)]
@@ -758,7 +702,7 @@ def test_writes_wait_while_postgres_is_unreachable_and_the_buffer_is_bounded(pg_
 
     async def scenario() -> None:
         proxy = Proxy(_target(pg_url))
-        url = _with_port(pg_url, await proxy.start())
+        url = with_port(pg_url, await proxy.start())
         store = await PostgresStore.connect(
             url, max_pending_writes=6, retry_delay=0.01, max_retry_delay=0.05, connect_timeout=2
         )
@@ -807,7 +751,7 @@ def test_a_batch_whose_commit_was_lost_in_flight_lands_exactly_once(pg_url: str,
 
     async def scenario() -> None:
         proxy = Proxy(_target(pg_url))
-        url = _with_port(pg_url, await proxy.start())
+        url = with_port(pg_url, await proxy.start())
         store = await PostgresStore.connect(url, retry_delay=0.01, max_retry_delay=0.05, connect_timeout=2)
         try:
             pid = (await store.project_for_wallet(WALLET, 1)).project_id
