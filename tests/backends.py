@@ -175,3 +175,26 @@ def fresh_database(admin: str) -> Iterator[str]:
         yield with_database(admin, name)
     finally:
         asyncio.run(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+_made: list[str] = []
+
+
+def new_database() -> str:
+    """A database of its own (a URL), dropped when the test process ends."""
+    admin = postgres_admin()
+    name = f"livesessions_test_{secrets.token_hex(6)}"
+    asyncio.run(_admin(admin, f'CREATE DATABASE "{name}"'))
+    if not _made:
+        atexit.register(_drop_made, admin)
+    _made.append(name)
+    return with_database(admin, name)
+
+
+def _drop_made(admin: str) -> None:
+    async def drop() -> None:
+        for name in _made:
+            with contextlib.suppress(Exception):
+                await _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    asyncio.run(drop())

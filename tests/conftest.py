@@ -18,6 +18,7 @@ import pytest
 
 from support import (  # noqa: F401 - re-exported for `from conftest import ...`
     BIN,
+    SCALE_OUT,
     LocalApp,
     LocalSocket,
     ManualClock,
@@ -31,6 +32,16 @@ from support import (  # noqa: F401 - re-exported for `from conftest import ...`
     sign,
     wait_closed,
 )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not SCALE_OUT:
+        return
+    skip = pytest.mark.skip(reason="tests the embedded store itself; this run is scaled out")
+    for item in items:
+        if item.get_closest_marker("embedded_only") is not None:
+            item.add_marker(skip)
+
 
 # --- real server processes ---------------------------------------------------
 

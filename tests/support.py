@@ -18,6 +18,7 @@ conftest.py files in several directories are all imported as the module
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
 import secrets
@@ -59,6 +60,47 @@ __all__ = [
 BIN = Path(sys.executable).parent / "livesessions"
 T = TypeVar("T")
 
+# The whole suite runs twice in CI: on the embedded stores, and scaled out
+# (every `Server` and `LocalApp` on a PostgreSQL database of its own and a
+# private Redis). Tests of the embedded store itself are marked
+# `embedded_only` and skipped in the second run.
+SCALE_OUT = os.environ.get("LIVESESSIONS_TEST_SCALE_OUT") == "1"
+
+
+def scale_out_settings(own_redis: bool = False) -> dict[str, str]:
+    """Settings for a scaled-out service: a fresh database, and the shared test
+    Redis or (`own_redis`) one of its own, so that limits kept in Redis (wrong
+    keys per address, say) do not carry over from other tests' servers."""
+    from backends import RedisServer, new_database, redis_server, require_redis_server
+
+    require_redis_server()
+    if own_redis:
+        redis = RedisServer()
+        atexit.register(redis.stop)
+    else:
+        redis = redis_server()
+    return {"database_url": new_database(), "redis_url": redis.url}
+
+
+async def _create_key_in(store: Any, wallet: str | None, name: str) -> str:
+    now = now_ms()
+    project = await store.project_for_wallet(wallet or new_wallet(), now)
+    key, _record = await ApiKeys(store, now_ms).create(project.project_id, name, now)
+    return key
+
+
+def create_key_in_postgres(database_url: str, wallet: str | None = None, name: str = "cli") -> str:
+    from livesessions.stores.postgres import PostgresStore
+
+    async def run() -> str:
+        store = await PostgresStore.connect(database_url)
+        try:
+            return await _create_key_in(store, wallet, name)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(run())
+
 
 def required() -> bool:
     """Is every service and tool the tests use required here? In CI it is
@@ -96,15 +138,8 @@ def create_key(data_dir: Path, wallet: str | None = None, name: str = "cli") -> 
     from livesessions.services import open_store
 
     store = open_store(Settings(data_dir=data_dir))
-
-    async def run() -> str:
-        now = now_ms()
-        project = await store.project_for_wallet(wallet or new_wallet(), now)
-        key, _record = await ApiKeys(store, now_ms).create(project.project_id, name, now)
-        return key
-
     try:
-        return asyncio.run(run())
+        return asyncio.run(_create_key_in(store, wallet, name))
     finally:
         store.close()
 
@@ -123,6 +158,9 @@ class Server:
             "failed-auths-per-minute": 100_000,
             **options,
         }
+        if SCALE_OUT and "database-url" not in self.options:
+            self.options.update({k.replace("_", "-"): v for k, v in scale_out_settings(own_redis=True).items()})
+        self.database_url: str | None = self.options.get("database-url")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.ws_base = f"ws://127.0.0.1:{self.port}"
@@ -162,6 +200,8 @@ class Server:
 
     def create_key(self, wallet: str | None = None) -> str:
         """A key made in this process, straight into the server's database."""
+        if self.database_url is not None:
+            return create_key_in_postgres(self.database_url, wallet)
         return create_key(self.data_dir, wallet)
 
     def create_key_with_cli(self, wallet: str | None = None) -> str:
@@ -173,8 +213,7 @@ class Server:
                 "create",
                 "--wallet",
                 wallet or new_wallet(),
-                "--data-dir",
-                str(self.data_dir),
+                *(("--database-url", self.database_url) if self.database_url else ("--data-dir", str(self.data_dir))),
                 "--json",
             ],
             check=True,
@@ -245,6 +284,8 @@ class LocalApp:
         from livesessions.app import create_app
         from livesessions.services import build_services
 
+        if SCALE_OUT and "database_url" not in settings:
+            settings = {**scale_out_settings(), **settings}
         self.settings = Settings(data_dir=data_dir, **{**self.DEFAULTS, **settings})
         self.data_dir = data_dir
         self.clock = ManualClock()
@@ -256,7 +297,12 @@ class LocalApp:
         self._clients: list[httpx.Client] = []
 
         async def build() -> Any:
-            services = build_services(self.settings, clock=self.clock)
+            if self.settings.scaled_out:
+                from livesessions.cluster.services import build_scaled_out_services
+
+                services = await build_scaled_out_services(self.settings, clock=self.clock)
+            else:
+                services = build_services(self.settings, clock=self.clock)
             app = create_app(services)
             await app.startup()
             return services, app

@@ -12,6 +12,7 @@ from typing import Any
 
 from livesessions.auth import siwe
 from livesessions.domain.errors import Refused, Unavailable
+from livesessions.domain.values import NUL_REFUSED, holds_nul
 from livesessions.http.core import ClientDisconnected, Request, Route, Router
 from livesessions.http.errors import (
     BAD_API_KEY,
@@ -20,6 +21,7 @@ from livesessions.http.errors import (
     UNAVAILABLE,
     Abort,
     answer_refused,
+    refusal,
     too_many,
 )
 from livesessions.http.openapi import openapi_document
@@ -93,6 +95,8 @@ class LiveSessionsApp:
         # Labels requests by route pattern, so the series stay few.
         pattern = UNMATCHED
         try:
+            if holds_nul(scope["path"]):
+                raise Abort(refusal(400, f"Bad path: {NUL_REFUSED}"))
             route, request.path_params = self.router.match(scope["method"], scope["path"])
             pattern = route.pattern
             response = await self._serve(route, request)

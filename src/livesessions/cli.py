@@ -353,8 +353,8 @@ def _run_on_store(args: argparse.Namespace, work: Callable[[Any], Any]) -> Any:
 def create_key(args: argparse.Namespace) -> int:
     if not WALLET_PATTERN.match(args.wallet):
         raise CommandError("--wallet must be 0x followed by 40 hexadecimal digits")
-    if not args.name.strip() or len(args.name) > 100:
-        raise CommandError("--name must be 1 to 100 characters")
+    if not args.name.strip() or len(args.name) > 100 or "\x00" in args.name:
+        raise CommandError("--name must be 1 to 100 characters, none of them NUL")
 
     async def work(store: Any) -> tuple[str, str, str]:
         now = now_ms()

@@ -99,3 +99,23 @@ def test_integers_beyond_64_bits_in_metadata_are_400(project: Project) -> None:
     peer.send({"type": "ping"})
     assert peer.recv_type("pong")  # still connected
     peer.close()
+
+
+def test_text_holding_nul_is_400_and_nothing_is_stored(project: Project) -> None:
+    """U+0000 is refused everywhere text comes in (PostgreSQL cannot store
+    it; the embedded store answers the same), and nothing is half-written."""
+    response = project.post("/api/v2/sdk/rooms/create-room", json={"metadata": {"a": "x\u0000y"}})
+    assert response.status_code == 400 and "NUL" in response.json()["message"]
+    assert project.get("/api/v2/sdk/rooms/get-rooms").json()["count"] == 0
+    # An escaped backslash before u0000 is not a NUL: that text is kept as it is.
+    room = project.create_room(metadata={"a": "\\u0000"})
+    assert project.get(f"/api/v2/sdk/rooms/metadata/{room}").json() == {"metadata": {"a": "\\u0000"}}
+    assert project.post("/api/v2/sdk/create-peer-token", json={"roomId": room, "metadata": "\u0000"}).status_code == 400
+    answer = project.get("/api/v2/sdk/rooms/participant-list", params={"sessionId": "ses_\u0000"})
+    assert answer.status_code == 400 and answer.json()["error"]["issues"][0]["path"] == ["sessionId"]
+    assert project.get("/api/v2/sdk/rooms/get-room-details/abc%00").status_code == 400
+    peer = project.join(room)
+    peer.send({"type": "update-metadata", "metadata": "a\u0000b"})
+    assert "NUL" in peer.recv_type("error")["message"]
+    peer.send({"type": "update-metadata", "metadata": {"fine": "\u0000 inside JSON is kept escaped"}})
+    assert peer.recv_type("metadata-updated")["metadata"] == '{"fine":"\\u0000 inside JSON is kept escaped"}'

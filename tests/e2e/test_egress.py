@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from support import Project, Server
+from support import Project, Server, eventually
 
 START = "/api/v1/recording/start"
 STOP = "/api/v1/recording/stop"
@@ -135,7 +135,9 @@ def test_a_crash_mid_recording_keeps_what_was_written(fresh_server: Server) -> N
     peer.close()
     other.close()
     fresh_server.start()
-    (item,) = proj.get("/api/v2/sdk/recordings").json()["recordings"]
+    # Finalized at the start (embedded), or once the dead node's lease has
+    # run out and its bots are reaped (scaled out: within seconds).
+    (item,) = eventually(lambda: proj.get("/api/v2/sdk/recordings").json()["recordings"], timeout=20)
     assert item["id"] == job_id
     events = [json.loads(line)["event"] for line in httpx.get(item["recordingUrl"]).content.splitlines()]
     assert [e["payload"] for e in events if e["type"] == "data"] == [0, 1, 2]

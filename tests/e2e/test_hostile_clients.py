@@ -3,6 +3,7 @@ through once (issue "Hardening"), and each test drives the attack again."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -155,6 +156,7 @@ def test_a_burst_past_the_limit_is_dropped_with_one_warning(tight: Server) -> No
 # --- 7. one server per data directory ----------------------------------------
 
 
+@pytest.mark.embedded_only
 def test_a_second_server_on_the_same_data_directory_refuses_to_start(tight: Server) -> None:
     second = subprocess.run(
         [str(BIN), "serve", "--port", "1", "--data-dir", str(tight.data_dir)],
@@ -295,9 +297,25 @@ def test_a_key_revoked_by_another_process_stops_its_tokens_within_a_heartbeat(fr
     room = project.create_room()
     token = project.token(room)
     Peer.connect(fresh_server, token).close()
-    # Revoked straight in the database, as the command line on the same data directory does.
-    with sqlite3.connect(fresh_server.data_dir / "livesessions.sqlite3") as db:
-        db.execute("UPDATE api_keys SET revoked_at = ? WHERE revoked_at IS NULL", (int(time.time() * 1000),))
+    # Revoked straight in the database, as the command line on the same
+    # database does (another process: the data directory's, or scaled out the
+    # PostgreSQL one).
+    if fresh_server.database_url is not None:
+        import asyncpg
+
+        async def revoke() -> None:
+            conn = await asyncpg.connect(fresh_server.database_url)
+            try:
+                await conn.execute(
+                    "UPDATE api_keys SET revoked_at = $1 WHERE revoked_at IS NULL", int(time.time() * 1000)
+                )
+            finally:
+                await conn.close()
+
+        asyncio.run(revoke())
+    else:
+        with sqlite3.connect(fresh_server.data_dir / "livesessions.sqlite3") as db:
+            db.execute("UPDATE api_keys SET revoked_at = ? WHERE revoked_at IS NULL", (int(time.time() * 1000),))
     time.sleep(1.5)
     code, _ = wait_closed(_connect(fresh_server, token))
     assert code == 4001

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from support import BIN, Server, free_port, new_wallet, wait_closed
 
@@ -21,6 +22,7 @@ def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) 
     )
 
 
+@pytest.mark.embedded_only
 def test_keys_are_listed_and_revoked_from_the_command_line(tmp_path: Path) -> None:
     data = tmp_path / "data"
     wallet = new_wallet()
@@ -68,6 +70,67 @@ def test_keys_are_listed_and_revoked_from_the_command_line(tmp_path: Path) -> No
     finally:
         server.stop()
     assert json.loads(run("data-dir", "--data-dir", str(data), "--json").stdout)["server"] is None
+
+
+def test_keys_commands_work_on_the_scale_out_database(tmp_path: Path) -> None:
+    """Scaled out, `keys` works on the nodes' PostgreSQL database, and a
+    running node hears of a revocation within its heartbeat."""
+    from backends import new_database, redis_server, require_redis_server
+
+    require_redis_server()
+    database = new_database()
+    wallet = new_wallet()
+    made = run("keys", "create", "--wallet", wallet, "--database-url", database, "--json")
+    assert made.returncode == 0, made.stderr
+    key = json.loads(made.stdout)
+    # Says which database, without any password in the URL.
+    assert "livesessions: database postgresql://" in made.stderr
+    listed = run("keys", "list", env={"LIVESESSIONS_DATABASE_URL": database}, cwd=tmp_path)
+    assert key["id"] in listed.stdout and key["apiKey"] not in listed.stdout
+    assert not (tmp_path / "livesessions-data").exists()  # no data directory was made
+    server = Server(
+        tmp_path / "node", **{"heartbeat-interval": 0.3, "database-url": database, "redis-url": redis_server().url}
+    )
+    (tmp_path / "node").mkdir()
+    server.start()
+    try:
+        headers = {"x-api-key": key["apiKey"]}
+        assert httpx.get(server.base + "/api/v2/sdk/live-sessions", headers=headers).status_code == 200
+        revoked = run("keys", "revoke", key["id"], "--database-url", database)
+        assert revoked.returncode == 0, revoked.stderr
+        deadline = time.monotonic() + 5
+        while httpx.get(server.base + "/api/v2/sdk/live-sessions", headers=headers).status_code != 401:
+            assert time.monotonic() < deadline, "the revocation did not reach the running node"
+            time.sleep(0.1)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("flags", "env"),
+    [
+        (["--database-url", "postgresql://127.0.0.1/x"], {}),
+        (["--redis-url", "redis://127.0.0.1:1"], {}),
+        ([], {"LIVESESSIONS_REDIS_URL": "redis://127.0.0.1:1"}),
+    ],
+)
+def test_one_scale_out_url_without_the_other_is_a_one_line_error(
+    tmp_path: Path, flags: list[str], env: dict[str, str]
+) -> None:
+    done = run("serve", "--data-dir", str(tmp_path / "data"), "--port", str(free_port()), *flags, env=env)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "without" in line and "--database-url" in line and "--redis-url" in line
+    assert not (tmp_path / "data").exists()
+
+
+def test_an_unreachable_database_is_a_one_line_error(tmp_path: Path) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    done = run("keys", "list", "--database-url", url)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("livesessions: error: cannot use the PostgreSQL database")
+    served = run("serve", "--database-url", url, "--redis-url", "redis://127.0.0.1:1", "--port", str(free_port()))
+    assert served.returncode != 0 and "cannot use the PostgreSQL database" in served.stderr
 
 
 def test_data_dir_command_creates_nothing(tmp_path: Path) -> None:

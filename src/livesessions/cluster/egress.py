@@ -127,11 +127,8 @@ class ClusterEgress:
                 return stopped.job
         # No node runs it: its node is gone (or going); finish it here.
         if not await self.presence.bot_present(key, bot_peer_id(job.type, job.id)):
-            current = await self.jobs.recording(job.id)
-            if current is not None and current.active:
-                return await self._finalize(current)
-            if current is not None:
-                return current
+            current = await self._active_job(job.id)
+            return job if current is None else await self._finalize(current)
         raise Unavailable("the node running this job did not answer; retry shortly")
 
     async def relay(self, playback_id: str) -> Broadcast | None:
@@ -170,9 +167,12 @@ class ClusterEgress:
         kind, _, job_id = departure.peer_id.partition("-")
         if kind not in ("recording", "livestream") or not job_id:
             return
-        job = await self.jobs.recording(job_id)
-        if job is not None and job.active:
+        job = await self._active_job(job_id)
+        if job is not None:
             await self._finalize(job)
+
+    async def _active_job(self, job_id: str) -> EgressJob | None:
+        return next((job for job in await self.jobs.active_egress_jobs() if job.id == job_id), None)
 
     async def _finalize(self, job: EgressJob) -> EgressJob:
         finished = await self.service.finalize_left(job)

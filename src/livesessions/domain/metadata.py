@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from livesessions.domain.values import NUL_REFUSED, holds_nul
+
 MAX_ROOM_METADATA_BYTES = 10 * 1024
 MAX_PEER_METADATA_BYTES = 5 * 1024
 
@@ -46,6 +48,8 @@ def peer_metadata_text(value: Any) -> str:
     if value is None:
         return ""
     text = value if isinstance(value, str) else _encode(value).decode()
+    if holds_nul(text):
+        raise MetadataError(f"peer metadata: {NUL_REFUSED}")
     if len(text.encode()) > MAX_PEER_METADATA_BYTES:
         raise MetadataError(f"peer metadata must be at most {MAX_PEER_METADATA_BYTES} bytes")
     return text

@@ -3,6 +3,7 @@ API reference needs to know of each (msgspec carries it into the schemas)."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import msgspec
@@ -22,3 +23,19 @@ RoomId = Annotated[
 ]
 SessionId = Annotated[str, msgspec.Meta(pattern=f"^{SESSION_ID_PREFIX}[a-z0-9]+$", description="A session id.")]
 PeerId = Annotated[str, msgspec.Meta(min_length=1, description=f"A peer id (`{PEER_ID_PREFIX}…` unless a token says).")]
+
+
+# Text in this service never holds U+0000: PostgreSQL cannot store it, and the
+# embedded store refuses it the same way so both modes answer alike.
+NUL_REFUSED = "text may not contain the NUL character (U+0000)"
+# In JSON, U+0000 is written \u0000 (an escape not itself escaped).
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
+
+
+def holds_nul(text: str) -> bool:
+    return "\x00" in text
+
+
+def json_holds_nul(raw: bytes) -> bool:
+    """Whether JSON text, once decoded, would hold U+0000 anywhere."""
+    return b"\\u0000" in raw.lower() and _NUL_ESCAPE.search(raw) is not None

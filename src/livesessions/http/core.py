@@ -17,9 +17,10 @@ import msgspec
 
 from livesessions.auth.rate_limits import client_key
 from livesessions.digits import parse_decimal
+from livesessions.domain.values import NUL_REFUSED, holds_nul, json_holds_nul
 from livesessions.http.errors import ROUTE_NOT_FOUND, Abort, method_not_allowed, refusal
 from livesessions.http.responses import Receive
-from livesessions.http.validation import ValidationFailed, issue_from_msgspec
+from livesessions.http.validation import ValidationFailed, issue, issue_from_msgspec
 
 Auth = Literal["api_key", "account", "none"]
 T = TypeVar("T")
@@ -78,6 +79,10 @@ class Request:
         if self._query is None:
             raw = self.scope.get("query_string", b"").decode("latin-1")
             self._query = dict(parse_qsl(raw, keep_blank_values=True)) if raw else {}
+            for name, value in self._query.items():
+                if holds_nul(name) or holds_nul(value):
+                    self._query = None
+                    raise ValidationFailed([issue([name.replace("\x00", "")], NUL_REFUSED, "custom")])
         return self._query
 
     async def body(self) -> bytes:
@@ -113,6 +118,8 @@ class Request:
         content_type = (self.header(b"content-type") or "").split(";")[0].strip().lower()
         if content_type != "application/json":
             raise Abort(refusal(415, "Content-Type must be application/json"))
+        if json_holds_nul(body):
+            raise Abort(refusal(400, f"Malformed JSON body: {NUL_REFUSED}"))
         try:
             return msgspec.json.decode(body, type=kind)
         except msgspec.ValidationError as exc:
