@@ -198,3 +198,22 @@ def _drop_made(admin: str) -> None:
                 await _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     asyncio.run(drop())
+
+
+if __name__ == "__main__":
+    # `python tests/backends.py`: exit 0 when PostgreSQL answers and
+    # redis-server is installed, else say why (scripts/test asks this).
+    import sys
+
+    if REDIS_SERVER is None:
+        print(SKIP_REASON)
+        sys.exit(1)
+    for candidate in _admin_candidates():
+        try:
+            asyncio.run(_answers(candidate))
+        except Exception as exc:  # noqa: BLE001 - said below
+            last = f"PostgreSQL is not reachable at {candidate}: {type(exc).__name__}"
+        else:
+            sys.exit(0)
+    print(last)
+    sys.exit(1)
