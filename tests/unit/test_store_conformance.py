@@ -578,13 +578,31 @@ def test_a_database_at_the_previous_version_is_upgraded(pg_admin: str) -> None:
                 assert await schema_version(conn) == 0
                 assert await migrate(conn, LATEST - 1) == LATEST - 1
                 assert await schema_version(conn) == LATEST - 1
+                # What a node of the previous version left: a project, a room
+                # and a recording still active.
+                await conn.execute(
+                    "INSERT INTO projects (project_id, wallet_address, created_at) VALUES ('prj_old', $1, 1)",
+                    WALLET.lower(),
+                )
+                await conn.execute(
+                    "INSERT INTO rooms (room_id, project_id, metadata, room_locked, created_at)"
+                    " VALUES ('old-room-abc', 'prj_old', '{\"a\": 1}', false, 1)"
+                )
+                await conn.execute(
+                    "INSERT INTO egress_jobs (id, project_id, room_id, session_id, type, active, started_at,"
+                    " rtmp_urls, media_status) VALUES ('job_old', 'prj_old', 'old-room-abc', 'ses_old', 'recording',"
+                    " true, 5, '[]', 'pending')"
+                )
             finally:
                 await conn.close()
             for _ in range(2):  # a second start finds nothing to do
                 store = await PostgresStore.connect(url)
                 try:
                     project = await store.project_for_wallet(WALLET, 1)
-                    assert (await store.project_for_wallet(WALLET, 2)).project_id == project.project_id
+                    assert project.project_id == "prj_old"
+                    room = await store.get_room("prj_old", "old-room-abc")
+                    assert room is not None and room.metadata == {"a": 1}
+                    assert [job.id for job in await store.active_egress_jobs()] == ["job_old"]
                 finally:
                     await store.aclose()
             assert await _versions(url) == list(range(1, LATEST + 1))

@@ -128,6 +128,11 @@ MIGRATIONS: list[str] = [
         created_at BIGINT NOT NULL
     );
     """,
+    # version 2: every node reads the active jobs (a status asked of any node,
+    # the sweep for jobs of dead nodes) while finished ones pile up
+    """
+    CREATE INDEX egress_active ON egress_jobs(seq) WHERE active;
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
