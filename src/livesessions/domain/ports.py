@@ -63,6 +63,9 @@ class Presence(Protocol):
     async def totals(self) -> tuple[int, int]:
         """(live rooms, peers in them) across every project."""
 
+    async def ping(self) -> None:
+        """Raise unless presence can be used right now."""
+
 
 class Accounts(Protocol):
     """Projects, API keys, sign-in nonces and account sessions."""

@@ -77,6 +77,11 @@ REST API (the Live Sessions API and what it depends on).
   with an `Allow` header (components `RouteNotFound`, `MethodNotAllowed`).
 * `GET /healthz` answers while the process is up; `GET /readyz` while the
   database answers too (503 otherwise). This document is also a page, `/docs`.
+* Scaled out (many nodes on one PostgreSQL and one Redis), any node answers
+  every route as if every peer were connected to it; while Redis or
+  PostgreSQL cannot be reached, routes answer 503 `{{"ok": false, "message"}}`
+  with `Retry-After` rather than a wrong count, and a joining peer is closed
+  with 1013.
 
 Peers join rooms over a WebSocket at `/ws?token=<peer token>` (a token from
 `POST {SDK}/create-peer-token`; its signature is checked with the keys at
@@ -116,6 +121,12 @@ NOT_JSON = Reply("A body was sent without `Content-Type: application/json`.", Er
 NO_API_KEY = Reply("Missing or unknown `x-api-key`.", BadApiKey)
 TOO_MANY = Reply(
     "The API key made more requests than its rate limit allows; retry after `Retry-After` seconds.",
+    ErrorMessage,
+    headers={"Retry-After": RETRY_AFTER},
+)
+UNAVAILABLE = Reply(
+    "Scale-out mode only: Redis or PostgreSQL cannot be reached right now, so no answer is given rather than a "
+    "wrong one; nothing was changed. Retry after `Retry-After` seconds.",
     ErrorMessage,
     headers={"Retry-After": RETRY_AFTER},
 )
@@ -274,6 +285,8 @@ def _answers(operation: Operation, schemas: _Schemas) -> Document:
         implied[429] = TOO_MANY
     elif operation.auth == "account":
         implied[401] = SIGN_IN
+    if operation.auth != "none":
+        implied[503] = UNAVAILABLE
     for status, reply in implied.items():
         answers[status] = _merge(answers[status], reply) if status in answers else reply
     return {str(status): _answer(answers[status], schemas) for status in sorted(answers)}

@@ -58,6 +58,9 @@ class MemoryPresence:
         # Bumped on every change a project's list could show.
         self._versions: dict[str, int] = {}
 
+    async def ping(self) -> None:
+        """In this process: always there."""
+
     # --- joins and leaves -------------------------------------------------
 
     async def join(self, key: RoomKey, admission: Admission, now: int) -> JoinOutcome:

@@ -315,6 +315,11 @@ class RedisPresence:
         if self._owns_client:
             await self._redis.aclose()
 
+    async def ping(self) -> None:
+        """Raise unless Redis answers and this node's lease holds."""
+        await self._redis.ping()
+        self._check_lease()
+
     def events_channel(self, project_id: str) -> str:
         """The channel a project's room events are published on."""
         return f"{self._base(project_id)}:events"

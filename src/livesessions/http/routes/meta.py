@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Annotated, Any, Literal
 
@@ -14,7 +15,7 @@ import msgspec
 
 from livesessions import __version__
 from livesessions.auth.peer_tokens import PeerTokenSigner
-from livesessions.domain.ports import Store
+from livesessions.domain.ports import Presence, Store
 from livesessions.http.core import Request
 from livesessions.http.errors import ROUTE_NOT_FOUND, Abort, RouteNotFound
 from livesessions.http.responses import Out, Response, json_response
@@ -58,7 +59,7 @@ class NotReady(Out):
     """What does not answer; the process is up but should get no traffic."""
 
     ok: Literal[False]
-    failed: list[Literal["database"]]
+    failed: list[Literal["database", "presence"]]
     message: str
 
 
@@ -103,14 +104,22 @@ async def liveness(request: Request) -> Response:
     return ALIVE
 
 
-async def readiness(request: Request, store: Store) -> Response:
-    try:
-        await asyncio.wait_for(store.ping(), READINESS_TIMEOUT_S)
-    except Exception as exc:  # noqa: BLE001 - whatever it is, the database is not answering
-        log.warning("readiness: the database did not answer: %r", exc)
-        return json_response(
-            503, NotReady(ok=False, failed=["database"], message=f"the database did not answer ({type(exc).__name__})")
-        )
+async def readiness(request: Request, store: Store, presence: Presence) -> Response:
+    failed: list[Literal["database", "presence"]] = []
+    why = []
+    checks: tuple[tuple[Literal["database", "presence"], Callable[[], Awaitable[None]]], ...] = (
+        ("database", store.ping),
+        ("presence", presence.ping),
+    )
+    for name, check in checks:
+        try:
+            await asyncio.wait_for(check(), READINESS_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, it is not answering
+            log.warning("readiness: the %s did not answer: %r", name, exc)
+            failed.append(name)
+            why.append(f"the {name} did not answer ({type(exc).__name__})")
+    if failed:
+        return json_response(503, NotReady(ok=False, failed=failed, message="; ".join(why)))
     return ALIVE
 
 
@@ -195,9 +204,10 @@ OPERATIONS: tuple[Operation, ...] = (
         "Whether the service can serve requests",
         TAG,
         auth="none",
-        answer=Reply("The database answers.", Alive),
+        answer=Reply("The database answers, and presence (scaled out: Redis, and this node's lease).", Alive),
         errors={503: Reply("Something the service needs does not answer; `failed` names it.", NotReady)},
-        description="For a load balancer's readiness probe: 200 while the database answers a trivial query.",
+        description="For a load balancer's readiness probe: 200 while the database answers a trivial query "
+        "and (scaled out) Redis answers and this node holds its lease.",
     ),
     Operation(
         "GET",
