@@ -241,19 +241,11 @@ def test_room_events_reach_peers_on_every_node_in_one_order(project: ClusterProj
 # --- admission ------------------------------------------------------------------------
 
 
-FIRST_JOINS_RACE = (
-    "the first joins of a room on different nodes at once: a node's participant row may be committed before "
-    "the sessions row another node's join writes (see test_a_join_into_a_session_opened_on_a_slow_node_is_kept, "
-    "which shows it every time); the peer, already admitted and announced, is then closed with 1011. "
-    "Not strict: the race is lost about half the time"
-)  # not strict (pyproject sets no xfail_strict): an XPASS is reported, not failed
-
-
 @pytest.mark.parametrize(
     "opened",
     [
         pytest.param(True, id="session-already-open"),
-        pytest.param(False, id="rush-opens-the-session", marks=pytest.mark.xfail(reason=FIRST_JOINS_RACE)),
+        pytest.param(False, id="rush-opens-the-session"),
     ],
 )
 def test_max_peers_holds_under_concurrent_joins_on_every_node(project: ClusterProject, opened: bool) -> None:
@@ -279,12 +271,6 @@ def test_max_peers_holds_under_concurrent_joins_on_every_node(project: ClusterPr
         assert counts_now(project) == [{}] * 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a join into a session another node started is written to history on its own node: when that "
-    "node commits first, the participant row precedes the sessions row of the other node (postgres.py "
-    "record_join), a foreign-key violation, and the peer, already admitted and announced, is closed with 1011",
-)
 def test_a_join_into_a_session_opened_on_a_slow_node_is_kept(cluster: Cluster, project: ClusterProject) -> None:
     # Node 0's history writer is held up (a row it must update is locked), as
     # by a slow or contended database: a session it opens reaches PostgreSQL late.
@@ -551,12 +537,6 @@ def test_redis_restarted_empty_every_node_puts_back_what_it_holds(
     assert counts_now(project) == [{}] * 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a peer that leaves while Redis is down never gets its exitTime in history once Redis is back "
-    "empty (Membership.retry_departures: presence.leave finds nothing, so no exit is recorded), and a room "
-    "it left empty keeps an open session until the orphan sweep",
-)
 def test_a_leave_while_redis_is_down_reaches_history_once_it_is_back(cluster: Cluster, project: ClusterProject) -> None:
     shared, alone = project.create_room(), project.create_room()
     a0, a1 = project.join(0, shared), project.join(1, shared)
@@ -590,12 +570,6 @@ def test_a_leave_while_redis_is_down_reaches_history_once_it_is_back(cluster: Cl
     a0.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="room events go between nodes by Redis pub/sub, which keeps nothing for a subscriber that is not "
-    "connected: events published while a node's subscription reconnects (a network blip, Redis dropping a slow "
-    "subscriber, Redis restarting) never reach its peers; the gap is only counted (cluster/fanout.py _receive)",
-)
 def test_room_events_survive_a_node_s_subscription_being_cut(cluster: Cluster, project: ClusterProject) -> None:
     room = project.create_room()
     sender, *receivers = (project.join(node, room) for node in range(3))
@@ -706,11 +680,6 @@ def test_postgres_restarted_loses_no_join_or_leave(
     assert session["sessionId"] == p0.session_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a WebSocket join while PostgreSQL is down is dropped without a close frame (1006) instead of "
-    "being refused with 1013 'reconnect shortly': peer_socket.py reads the room outside its outage handling",
-)
 def test_a_join_while_postgres_is_down_is_refused_cleanly_or_kept(
     pg_cluster: Cluster, private_postgres: PrivatePostgres, pg_project: ClusterProject
 ) -> None:

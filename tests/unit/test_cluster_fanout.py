@@ -11,7 +11,7 @@ from typing import Any
 from livesessions.cluster.fanout import RedisFanout
 from livesessions.domain.live import JoinOutcome, RoomKey
 from livesessions.realtime.hub import Close, Connection, Hub
-from livesessions.stores.redis_presence import RedisJoinOutcome
+from livesessions.stores.redis_presence import RedisJoinOutcome, decode_event
 from livesessions.telemetry import Telemetry
 
 ROOM = RoomKey("prj_a", "aaa-aaaa-aaa")
@@ -19,8 +19,30 @@ OTHER_ROOM = RoomKey("prj_a", "bbb-bbbb-bbb")
 CHANNEL = "ls:{prj_a}:events"
 
 
-def fanout() -> RedisFanout:
-    return RedisFanout(Hub(), presence=None, redis=None, telemetry=Telemetry())  # type: ignore[arg-type]
+class Log:
+    """Stands in for the presence's event log: what `recent_events` finds."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    async def recent_events(self, project_id: str, after: int) -> list[Any]:
+        found = [decode_event(e) for e in self.events]
+        return [e for e in found if e.seq > after]
+
+
+class Node(RedisFanout):
+    def feed(self, *events: str) -> None:
+        """Events as the subscription delivers them, one after another."""
+
+        async def run() -> None:
+            for event in events:
+                await self._receive(CHANNEL, event)
+
+        asyncio.run(run())
+
+
+def fanout(log: Log | None = None) -> Node:
+    return Node(Hub(), presence=log or Log(), redis=None, telemetry=Telemetry())  # type: ignore[arg-type]
 
 
 def connection(peer_id: str, key: RoomKey = ROOM, **permissions: bool) -> Connection:
@@ -80,16 +102,16 @@ def test_a_joiner_gets_only_what_came_after_its_join_including_what_arrived_befo
     node = fanout()
     alice = connection("alice")
     node.attach(alice, outcome(1))
-    node._receive(CHANNEL, joined(1, "alice"))
-    node._receive(CHANNEL, joined(2, "bob"))  # bob's join: alice's joined did not tell of it
-    node._receive(CHANNEL, joined(3, "carol", room=OTHER_ROOM.room_id))
-    node._receive(CHANNEL, left(4, "bob"))
+    node.feed(joined(1, "alice"))
+    node.feed(joined(2, "bob"))  # bob's join: alice's joined did not tell of it
+    node.feed(joined(3, "carol", room=OTHER_ROOM.room_id))
+    node.feed(left(4, "bob"))
     # dave joined at 2 (bob was in his `joined`), but is attached only now.
     dave = connection("dave")
     node.attach(dave, outcome(2))
     assert [m["type"] for m in received(alice)] == ["peer-joined", "peer-left"]
     assert received(dave) == [{"type": "peer-left", "peerId": "bob"}]
-    node._receive(CHANNEL, joined(5, "erin"))
+    node.feed(joined(5, "erin"))
     assert [m["peer"]["peerId"] for m in received(dave)] == ["erin"]
 
 
@@ -98,8 +120,8 @@ def test_a_peer_is_not_told_of_its_own_join_or_data() -> None:
     alice, bob = connection("alice"), connection("bob")
     node.attach(alice, outcome(0))
     node.attach(bob, outcome(0))
-    node._receive(CHANNEL, joined(1, "alice"))
-    node._receive(CHANNEL, data(2, "alice", None, {"n": 1}))
+    node.feed(joined(1, "alice"))
+    node.feed(data(2, "alice", None, {"n": 1}))
     assert received(alice) == []
     assert [m["type"] for m in received(bob)] == ["peer-joined", "data"]
 
@@ -109,8 +131,8 @@ def test_data_reaches_only_its_recipients_that_may_receive_data() -> None:
     bob, carol, deaf = connection("bob"), connection("carol"), connection("deaf", canRecvData=False)
     for peer in (bob, carol, deaf):
         node.attach(peer, outcome(0))
-    node._receive(CHANNEL, data(1, "alice", ["bob", "deaf"], "hi"))
-    node._receive(CHANNEL, data(2, "alice", None, "all"))
+    node.feed(data(1, "alice", ["bob", "deaf"], "hi"))
+    node.feed(data(2, "alice", None, "all"))
     assert [m["payload"] for m in received(bob)] == ["hi", "all"]
     assert [m["payload"] for m in received(carol)] == ["all"]
     assert received(deaf) == []
@@ -132,9 +154,9 @@ def test_a_replacement_closes_only_the_connection_it_names() -> None:
         "byNode": "n2",
         "byConn": "c-new",
     }
-    node._receive(CHANNEL, json.dumps(replaced))
+    node.feed(json.dumps(replaced))
     assert not old.closing
-    node._receive(CHANNEL, json.dumps({**replaced, "seq": 2, "conn": "c-old"}))
+    node.feed(json.dumps({**replaced, "seq": 2, "conn": "c-old"}))
     assert received(old) == [{"close": 4009}]
 
 
@@ -142,17 +164,29 @@ def test_sequences_starting_again_mean_redis_restarted_and_nothing_is_skipped() 
     node = fanout()
     alice = connection("alice")
     node.attach(alice, outcome(40))
-    node._receive(CHANNEL, joined(41, "bob"))
+    node.feed(joined(41, "bob"))
     # Redis came back empty: the project's events count from 1 again.
-    node._receive(CHANNEL, joined(1, "carol"))
-    node._receive(CHANNEL, joined(2, "dave"))
+    node.feed(joined(1, "carol"))
+    node.feed(joined(2, "dave"))
     assert [m["peer"]["peerId"] for m in received(alice)] == ["bob", "carol", "dave"]
 
 
-def test_a_gap_is_counted() -> None:
+def test_events_missed_in_transit_are_caught_up_from_the_log_in_order() -> None:
+    log = Log()
+    node = fanout(log)
+    bob = connection("bob")
+    node.attach(bob, outcome(0))
+    log.events = [joined(1, "alice"), data(2, "alice", None, "lost in transit"), data(3, "alice", None, "too")]
+    node.feed(joined(1, "alice"), data(4, "alice", None, "after"))
+    # The duplicate of what the log gave is not handed on twice.
+    node.feed(data(3, "alice", None, "too"))
+    assert [m.get("payload") for m in received(bob)] == [None, "lost in transit", "too", "after"]
+    assert node._telemetry.cluster_events.labels("missed")._value.get() == 0
+
+
+def test_events_older_than_the_log_are_counted_as_lost() -> None:
     node = fanout()
-    node._receive(CHANNEL, joined(1, "bob"))
-    node._receive(CHANNEL, joined(5, "carol"))
+    node.feed(joined(1, "bob"), joined(5, "carol"))
     counted = node._telemetry.cluster_events
     assert counted.labels("missed")._value.get() == 3
     assert counted.labels("received")._value.get() == 2
@@ -168,7 +202,7 @@ def test_session_ends_reach_the_listeners() -> None:
 
         node.session_end_listeners.append(listener)
         event = {"seq": 1, "type": "session-ended", "room": ROOM.room_id, "session": "ses_9", "endTime": 5}
-        node._receive(CHANNEL, json.dumps(event))
+        await node._receive(CHANNEL, json.dumps(event))
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         return ended

@@ -407,11 +407,11 @@ def test_queued_writes_land_in_the_order_they_were_called(backend: Backend) -> N
         writes.append(store.record_exit("ses_1", "peer-0001", 5000))
         writes.append(store.record_join(pid, room, "ses_1", None, "peer-0001", "guest", "again", 5001))
         writes.append(store.record_peer_metadata("ses_1", "peer-0001", "after rejoin"))
-        bad = store.record_join(pid, room, "ses_1", 9, "peer-late", "guest", "", 5002)  # the session again
+        bad = store.record_join(pid, room, "ses_1", None, "peer-late", "guest", "", 2**63)  # no 64-bit time
         writes.append(store.touch_sessions(["ses_1"], 6000))
         results = await asyncio.gather(*writes, return_exceptions=True)
         assert [r for r in results if r is not None] == []
-        with pytest.raises(Exception):  # noqa: B017 - the duplicate session: the driver's own error
+        with pytest.raises(Exception):  # noqa: B017 - out of range: the driver's own error
             await bad
 
         participants = await store.list_participants(pid, "ses_1")
@@ -852,5 +852,30 @@ def test_closing_commits_what_is_queued_and_refuses_more(pg_url: str) -> None:
             assert [p.peer_id for p in await reopened.list_participants(pid, "ses_1") or []] == ["peer-0"]
         finally:
             await reopened.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_join_written_before_its_session_s_start_on_another_node_is_kept(pg_url: str) -> None:
+    """Scaled out, the join that starts a session and a later join into it
+    are written by different nodes, in either order."""
+    asyncio.run(_truncate_all(pg_url))
+
+    async def scenario() -> None:
+        starter, joiner = await PostgresStore.connect(pg_url), await PostgresStore.connect(pg_url)
+        try:
+            pid = (await starter.project_for_wallet(WALLET, 1)).project_id
+            room = "abc-defg-hij"
+            # The later join lands first.
+            await joiner.record_join(pid, room, "ses_x", None, "peer-b", "guest", "", 20)
+            await starter.record_join(pid, room, "ses_x", 10, "peer-a", "host", "", 10)
+            await joiner.record_exit("ses_x", "peer-b", 30)
+            sessions, _ = await starter.list_sessions(pid, room, None, 10)
+            assert [(s.session_id, s.start_time) for s in sessions] == [("ses_x", 10)]
+            participants = await joiner.list_participants(pid, "ses_x")
+            assert sorted((p.peer_id, p.join_time) for p in participants) == [("peer-a", 10), ("peer-b", 20)]
+        finally:
+            await starter.aclose()
+            await joiner.aclose()
 
     asyncio.run(scenario())

@@ -11,6 +11,12 @@ A joiner is told the room in its `joined`, as of the project's event number
 its join returned: it is handed only later events. Events this node received
 before the joiner was attached are kept for a moment (`RECENT` per project)
 and replayed to it, so none falls between the two.
+
+Pub/sub keeps nothing for a subscriber that is not connected. A node whose
+subscription was cut (a network blip, Redis dropping a slow subscriber) finds
+what it missed in the project's log in Redis when it subscribes again, or
+when the next event's number shows a gap; only events older than the log
+(about EVENT_LOG_LENGTH per project) are lost, and counted.
 """
 
 from __future__ import annotations
@@ -76,6 +82,8 @@ class RedisFanout:
         self._subscribed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_gap_log = 0.0
+        # Which Redis the events came from (see `_resume`).
+        self._epoch: str | None = None
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -141,12 +149,16 @@ class RedisFanout:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(pattern)
+                # Subscribed: nothing published from now on is missed, and
+                # what was published while the subscription was down is in
+                # the projects' logs.
+                await self._resume()
                 self._subscribed.set()
                 delay = 0.05
                 while True:
                     message = await pubsub.get_message(timeout=None)
                     if message is not None and message["type"] == "pmessage":
-                        self._receive(message["channel"], message["data"])
+                        await self._receive(message["channel"], message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - reconnect whatever broke
@@ -154,12 +166,24 @@ class RedisFanout:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-            # Whatever comes next may be a new Redis, counting from 1 again.
-            self.forget_received()
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_DELAY_MAX)
 
-    def _receive(self, channel: str | bytes, data: str | bytes) -> None:
+    async def _resume(self) -> None:
+        """After (re)subscribing: catch up on what the logs hold past what was
+        received, or, if this is not the Redis it was (it came back empty,
+        counting from 1 again), start over."""
+        epoch = await self._presence.epoch()
+        if epoch is None or epoch != self._epoch:
+            if self._streams:
+                log.info("Redis is not the one room events came from before; starting over")
+            self.forget_received()
+            self._epoch = epoch
+            return
+        for project_id in list(self._streams):
+            await self._catch_up(project_id, None)
+
+    async def _receive(self, channel: str | bytes, data: str | bytes) -> None:
         name = channel if isinstance(channel, str) else channel.decode()
         project_id = name[name.index("{") + 1 : name.rindex("}")]
         try:
@@ -171,20 +195,43 @@ class RedisFanout:
         if stream is None:
             stream = self._streams[project_id] = _Stream()
         if event.seq <= stream.last:
-            # Sequences only grow, unless Redis started again from empty.
+            if event.seq != 1:
+                return  # had it already, from the log
+            # Only a Redis started again from empty numbers a project's events from 1 twice.
             stream = self._streams[project_id] = _Stream()
             for connection in self.hub.connections():
                 if connection.key.project_id == project_id:
                     connection.seen_events = 0
         elif stream.last and event.seq > stream.last + 1:
-            self._telemetry.cluster_events.labels("missed").inc(event.seq - stream.last - 1)
-            now = time.monotonic()
-            if now - self._last_gap_log > 10:
-                self._last_gap_log = now
-                log.warning(
-                    "room events were missed (Redis connection interrupted?)",
-                    extra={"project": project_id, "missed": event.seq - stream.last - 1},
-                )
+            await self._catch_up(project_id, event.seq - 1)
+        self._accept(project_id, event)
+
+    async def _catch_up(self, project_id: str, upto: int | None) -> None:
+        """Hand on the project's events after the last one received (up to
+        `upto`), from its log; count those it no longer holds."""
+        stream = self._streams[project_id]
+        after = stream.last
+        events = [e for e in await self._presence.recent_events(project_id, after) if upto is None or e.seq <= upto]
+        first = events[0].seq if events else (upto + 1 if upto is not None else after + 1)
+        if first > after + 1:
+            self._missed(project_id, first - after - 1)
+        for event in events:
+            if event.seq > stream.last:
+                self._accept(project_id, event)
+
+    def _missed(self, project_id: str, count: int) -> None:
+        self._telemetry.cluster_events.labels("missed").inc(count)
+        now = time.monotonic()
+        if now - self._last_gap_log > 10:
+            self._last_gap_log = now
+            log.warning(
+                "room events were lost (missed and no longer in the log)",
+                extra={"project": project_id, "missed": count},
+            )
+
+    def _accept(self, project_id: str, event: RoomEvent) -> None:
+        """Hand a project's next event to this node's connections."""
+        stream = self._streams[project_id]
         self._telemetry.cluster_events.labels("received").inc()
         stream.last = event.seq
         encoded = _wire(event)

@@ -43,7 +43,6 @@ class NodeKeeper:
         clock: Clock,
         telemetry: Telemetry,
         lease_s: float,
-        on_reregistered: Callable[[], None] = lambda: None,
         orphans: OrphanedSessions | None = None,
         orphan_age_s: float = 60.0,
     ) -> None:
@@ -53,7 +52,8 @@ class NodeKeeper:
         self.clock = clock
         self.telemetry = telemetry
         self.interval = lease_s / 5
-        self._on_reregistered = on_reregistered
+        self.lease_s = lease_s
+        self._unknown_since: dict[str, float] = {}
         # Sessions open in history that no node holds any more (their nodes
         # died while Redis lost its data): closed once this stale.
         self._orphans = orphans
@@ -97,10 +97,10 @@ class NodeKeeper:
                 "this node's presence was lost; putting back the connections it holds",
                 extra={"why": lease.value, "node": self.presence.node_id},
             )
-            self._on_reregistered()
             await self.reregister()
         await self.reap()
         await self.membership.retry_departures()
+        await self.settle_unknown_sessions()
         if self._orphans is not None and time.monotonic() >= self._next_orphan_sweep:
             self._next_orphan_sweep = time.monotonic() + self._orphan_age_ms / 4000
             now = self.clock()
@@ -109,6 +109,20 @@ class NodeKeeper:
             )
             if closed:
                 log.info("closed sessions no node holds any more", extra={"count": closed})
+
+    async def settle_unknown_sessions(self) -> None:
+        """End the sessions left by leaves presence could not hear of, once
+        every node has had a lease period to put back what it holds: those
+        still unknown then have nobody in them."""
+        waiting = self.membership.sessions_left_unknown
+        now = time.monotonic()
+        for session_id, (key, left_at) in list(waiting.items()):
+            if now < self._unknown_since.setdefault(session_id, now) + self.lease_s:
+                continue
+            del waiting[session_id], self._unknown_since[session_id]
+            if await self.presence.end_unknown_session(key, session_id, left_at):
+                log.info("ended a session left while Redis was out of reach", extra={"session": session_id})
+                await self.history.end_sessions([(session_id, left_at)])
 
     async def reap(self) -> None:
         departures = await self.presence.reap_dead_nodes(self.clock())

@@ -110,7 +110,6 @@ async def build_scaled_out_services(settings: Settings, clock: Clock = now_ms) -
         clock,
         telemetry,
         settings.node_lease,
-        on_reregistered=fanout.forget_received,
         orphans=store,
         # Live sessions are marked every heartbeat interval; idle ones end
         # after their grace: older than both (with a margin) is nobody's.
@@ -123,8 +122,9 @@ async def build_scaled_out_services(settings: Settings, clock: Clock = now_ms) -
     node.bot_departed.append(egress.bot_departed)
 
     async def start() -> None:
-        await fanout.start()
+        # Registered first, so that Redis has the epoch the fan-out goes by.
         await node.start()
+        await fanout.start()
         await egress.start()
 
     async def stop() -> None:

@@ -77,9 +77,10 @@ class SessionKeeper:
         return outcome, _all(writes)
 
     async def leave(
-        self, key: RoomKey, peer_id: str, connection_id: str
+        self, key: RoomKey, peer_id: str, connection_id: str, at: int | None = None
     ) -> tuple[LeaveOutcome | None, Awaitable[None]]:
-        now = self.clock()
+        """`at`: when the member left, if not now (a leave retried later)."""
+        now = self.clock() if at is None else at
         outcome = await self.presence.leave(key, peer_id, connection_id, now)
         if outcome is None or outcome.was_bot or outcome.session_id is None:
             return outcome, _all([])

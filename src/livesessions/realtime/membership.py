@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable
 
-from livesessions.domain.live import Admission, JoinOutcome
+from livesessions.domain.live import Admission, JoinOutcome, RoomKey
 from livesessions.domain.permissions import ROLES
 from livesessions.domain.sessions import SessionKeeper
 from livesessions.logs import context
@@ -32,8 +32,13 @@ class Membership:
         self.hub = fanout.hub
         self.telemetry = telemetry
         # Scaled out: departures presence could not take (Redis unreachable),
-        # retried until it can, so that no member outlives its connection.
-        self.unfinished_departures: list[Connection] = []
+        # with when they happened, retried until it can, so that no member
+        # outlives its connection.
+        self.unfinished_departures: dict[Connection, int] = {}
+        # Sessions whose last known peer left while presence could not hear
+        # of it, and that presence no longer knows: (room, session, left at).
+        # Ended once every node had the time to put back what it holds.
+        self.sessions_left_unknown: dict[str, tuple[RoomKey, int]] = {}
 
     async def enter(self, connection: Connection, admission: Admission) -> tuple[JoinOutcome, Awaitable[None]]:
         """Admit the member; the awaitable resolves once history has the join."""
@@ -65,8 +70,7 @@ class Membership:
                 exc_info=True,
             )
             self.fanout.detach(connection)
-            if connection not in self.unfinished_departures:
-                self.unfinished_departures.append(connection)
+            self.unfinished_departures.setdefault(connection, self.keeper.clock())
             return
         removed = self.fanout.detach(connection)
         if outcome is not None:
@@ -76,12 +80,24 @@ class Membership:
         await persisted
 
     async def retry_departures(self) -> None:
-        """Take out the members whose leave presence could not take before."""
-        for connection in list(self.unfinished_departures):
-            outcome, persisted = await self.keeper.leave(connection.key, connection.peer_id, connection.id)
-            self.unfinished_departures.remove(connection)
+        """Take out the members whose leave presence could not take before,
+        as of when they left."""
+        for connection, left_at in list(self.unfinished_departures.items()):
+            key, peer_id = connection.key, connection.peer_id
+            outcome, persisted = await self.keeper.leave(key, peer_id, connection.id, at=left_at)
+            del self.unfinished_departures[connection]
             if outcome is not None:
                 self.telemetry.leaves.inc()
                 if not outcome.was_bot:
-                    self.fanout.peer_left(connection.key, connection.peer_id)
+                    self.fanout.peer_left(key, peer_id)
+            elif not connection.is_bot and connection.session_id is not None:
+                # Presence no longer holds it (Redis lost its data meanwhile,
+                # or this node was reaped): history still needs its exit,
+                # unless the peer is back in the room on a connection of its own.
+                present = await self.keeper.presence.peers(key) or []
+                if all(peer.peer_id != peer_id for peer in present):
+                    persisted = self.keeper.history.record_exit(connection.session_id, peer_id, left_at)
+                    if await self.keeper.presence.session_of(key) != connection.session_id:
+                        _, last = self.sessions_left_unknown.get(connection.session_id, (key, left_at))
+                        self.sessions_left_unknown[connection.session_id] = (key, max(last, left_at))
             await persisted

@@ -72,10 +72,13 @@ class PeerSocket:
         token = (query.get("token") or [""])[0]
         try:
             claims = await self.tokens.claims(token, self.clock() // 1000)
+            room = await self.rooms.get_room(claims.project_id, claims.room_id)
         except InvalidPeerToken as exc:
             self._refused("revoked-key" if isinstance(exc, RevokedKey) else "bad-token", scope, detail=str(exc))
             return await _close(send, CloseCode.BAD_TOKEN, f"invalid peer token: {exc}"[:120])
-        room = await self.rooms.get_room(claims.project_id, claims.room_id)
+        except self.outages as exc:
+            self._refused("unavailable", scope, detail=type(exc).__name__)
+            return await _close(send, CloseCode.TRY_AGAIN_LATER, "service unavailable; reconnect shortly")
         if room is None:
             self._refused("room-not-found", scope, claims)
             return await _close(send, CloseCode.ROOM_NOT_FOUND, "room not found")

@@ -769,21 +769,20 @@ class PostgresStore:
     ) -> Awaitable[None]:
         """A peer's stint begins; with `session_start`, so does the session."""
 
+        # Scaled out, the join that started the session may be written by
+        # another node, after this one: whichever comes first makes the row,
+        # and the starting join sets its start time.
+        upsert = (
+            "INSERT INTO sessions (session_id, project_id, room_id, start_time, last_seen) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (session_id) DO UPDATE SET last_seen = GREATEST(sessions.last_seen, EXCLUDED.last_seen)"
+        )
+        if session_start is not None:
+            upsert += ", start_time = EXCLUDED.start_time"
+
         async def write(conn: Any) -> None:
-            if session_start is not None:
-                await conn.execute(
-                    "INSERT INTO sessions (session_id, project_id, room_id, start_time, last_seen)"
-                    " VALUES ($1, $2, $3, $4, $5)",
-                    session_id,
-                    project_id,
-                    room_id,
-                    session_start,
-                    now,
-                )
-            else:
-                await conn.execute(
-                    "UPDATE sessions SET last_seen = GREATEST(last_seen, $1) WHERE session_id = $2", now, session_id
-                )
+            await conn.execute(
+                upsert, session_id, project_id, room_id, now if session_start is None else session_start, now
+            )
             await conn.execute(
                 "INSERT INTO participants (session_id, peer_id, role, metadata, join_time) VALUES ($1, $2, $3, $4, $5)",
                 session_id,

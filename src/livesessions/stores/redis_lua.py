@@ -11,6 +11,12 @@ keeps only 14 digits.
 
 from __future__ import annotations
 
+# How many of a project's latest events its log keeps (about), and for how
+# long after the last one: what a node whose subscription was cut can catch
+# up on (livesessions.cluster.fanout).
+EVENT_LOG_LENGTH = 1000
+EVENT_LOG_TTL_MS = 10 * 60 * 1000
+
 # Shared by every project script: KEYS[1] is the project's base key (a hash
 # holding the listing version `ver`, the event sequence `ev`, and the counts
 # `rooms` and `peers` for totals).
@@ -32,9 +38,14 @@ local function node_key(node) return base .. ':n:' .. node end
 local function entry(bot, room, peer) return (bot and 'b' or 'p') .. room .. US .. peer end
 local function listing(start, room) return string.format('%015d', start) .. ':' .. room end
 
+-- Published for the nodes listening now, and kept a while in the project's
+-- log for a node whose subscription was cut to catch up from.
 local function publish(body)
   local seq = redis.call('HINCRBY', base, 'ev', 1)
-  redis.call('PUBLISH', base .. ':events', '{"seq":' .. int(seq) .. ',' .. body .. '}')
+  local event = '{"seq":' .. int(seq) .. ',' .. body .. '}'
+  redis.call('PUBLISH', base .. ':events', event)
+  redis.call('XADD', base .. ':log', 'MAXLEN', '~', @EVENT_LOG_LENGTH@, '*', 'e', event)
+  redis.call('PEXPIRE', base .. ':log', @EVENT_LOG_TTL_MS@)
 end
 
 -- The listing version starts from a random base, so that after Redis comes
@@ -174,7 +185,7 @@ local function outcome(status, room, peer, sid, started, rconn, rnode, ended_sid
   end
   return out
 end
-"""
+""".replace("@EVENT_LOG_LENGTH@", str(EVENT_LOG_LENGTH)).replace("@EVENT_LOG_TTL_MS@", str(EVENT_LOG_TTL_MS))
 
 JOIN = (
     _PROJECT_PRELUDE
@@ -382,6 +393,21 @@ PUBLISH_DATA = (
     + r"""
 publish('"type":"data","room":' .. js(ARGV[1]) .. ',"sender":' .. js(ARGV[2]) .. ',"to":' .. ARGV[3]
   .. ',"message":' .. ARGV[4])
+return 1
+"""
+)
+
+# A session presence lost track of (Redis came back empty after its last peer
+# left): ended at ARGV[3] unless it is the room's session again (put back by a
+# node's re-registration); remembered as ended, so no later re-registration
+# brings it back. 1 if it was ended here.
+END_UNKNOWN = (
+    _PROJECT_PRELUDE
+    + r"""
+local room, sid, at = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if redis.call('HGET', room_key(room), 'sid') == sid then return 0 end
+if redis.call('ZSCORE', base .. ':ended', sid) then return 0 end
+redis.call('ZADD', base .. ':ended', at, sid)
 return 1
 """
 )

@@ -26,6 +26,8 @@ Key layout (prefix `ls` by default; P a project, R a room, N a node id):
                             (latest non-bot join or leave)
     ls:{P}:p:R, ls:{P}:b:R  hash peer id -> member record, peers and bots
     ls:{P}:n:N              set of "p|b" + R + US + peer: members node N holds
+    ls:{P}:log              stream of the project's latest events (about
+                            EVENT_LOG_LENGTH, kept EVENT_LOG_TTL_MS after the last)
     ls:{P}:ended            zset session id -> end time (kept a day)
     ls:{P}:reaped           zset connection id -> reaped at (kept a day)
     ls:{g}:projects         set of projects with presence (totals, sweeps)
@@ -42,7 +44,9 @@ contain it; metadata, last, may hold anything).
 
 Events. Each script PUBLISHes the room events it causes, inside the script,
 on the channel `ls:{P}:events` (`events_channel(project_id)`), so every
-subscriber sees a project's events in the order its rooms saw them. Each
+subscriber sees a project's events in the order its rooms saw them; each is
+also appended to the project's log (`recent_events`), for a subscriber that
+missed some to catch up. Each
 message is one JSON object; `seq` counts the project's messages (1, 2, ...;
 a gap means messages were missed) and `room` names the room:
 
@@ -303,6 +307,7 @@ class RedisPresence:
         self._settle_node = script(redis_lua.SETTLE_NODE)
         self._deregister = script(redis_lua.DEREGISTER)
         self._publish_data = script(redis_lua.PUBLISH_DATA)
+        self._end_unknown = script(redis_lua.END_UNKNOWN)
 
     @classmethod
     def from_url(cls, url: str, grace_period_ms: int, **options: Any) -> RedisPresence:
@@ -323,6 +328,24 @@ class RedisPresence:
     def events_channel(self, project_id: str) -> str:
         """The channel a project's room events are published on."""
         return f"{self._base(project_id)}:events"
+
+    async def recent_events(self, project_id: str, after: int) -> list[RoomEvent]:
+        """The project's events after number `after` still in its log, oldest first."""
+        log_key = f"{self._base(project_id)}:log"
+        entries: list[Any] = await self._redis.xrevrange(log_key, count=redis_lua.EVENT_LOG_LENGTH * 2) or []
+        events = []
+        for _id, fields in entries:
+            event = decode_event(fields.get("e") or fields[b"e"])
+            if event.seq <= after:
+                break
+            events.append(event)
+        events.reverse()
+        return events
+
+    async def epoch(self) -> str | None:
+        """Changes whenever Redis came back empty (None until a node registers)."""
+        value = await self._redis.get(f"{self._g}:epoch")
+        return None if value is None else _text(value)
 
     @property
     def events_pattern(self) -> str:
@@ -427,6 +450,12 @@ class RedisPresence:
         with `to`: the JSON array of recipients or null, and `message`: the
         message as peers receive it, both given already encoded)."""
         await self._publish_data(keys=[self._base(key.project_id)], args=[key.room_id, sender, recipients, message])
+
+    async def end_unknown_session(self, key: RoomKey, session_id: str, at: int) -> bool:
+        """End a session presence lost track of (see redis_lua.END_UNKNOWN):
+        True when it is ended now, and history should say so."""
+        ended = await self._end_unknown(keys=[self._base(key.project_id)], args=[key.room_id, session_id, at])
+        return bool(ended)
 
     async def bot_present(self, key: RoomKey, peer_id: str) -> bool:
         """Whether the bot (a recorder or livestream) is in the room, on any node."""
