@@ -38,7 +38,8 @@ SKIP_REASON = "redis-server is not installed (apt-get install redis-server); the
 
 
 class RedisServer:
-    """A throwaway redis-server on a free loopback port, nothing on disk."""
+    """A throwaway redis-server on a free loopback port, nothing on disk, that
+    can be killed and started again on the same port (coming back empty)."""
 
     def __init__(self) -> None:
         if REDIS_SERVER is None:
@@ -46,13 +47,28 @@ class RedisServer:
                 "redis-server is required here (LIVESESSIONS_REQUIRE_SERVICES or CI is set) but is not installed"
             )
         self._dir = tempfile.TemporaryDirectory(prefix="livesessions-redis-")
-        for _attempt in range(5):
-            self.port = free_port()
-            self._log = Path(self._dir.name, f"redis-{self.port}.log")
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        """Start it (again) on its port; returns once it answers."""
+        assert not self.running
+        log = Path(self._dir.name, "redis.log")
+        deadline = time.monotonic() + 15
+        while True:
             self.process = subprocess.Popen(
                 [
-                    *(REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"),
-                    *("--save", "", "--appendonly", "no", "--dir", self._dir.name, "--logfile", str(self._log)),
+                    *(str(REDIS_SERVER), "--port", str(self.port), "--bind", "127.0.0.1"),
+                    *("--save", "", "--appendonly", "no", "--dir", self._dir.name, "--logfile", str(log)),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -61,13 +77,17 @@ class RedisServer:
                 return
             self.process.kill()
             self.process.wait()
-        raise RuntimeError(f"redis-server did not start: {self._log.read_text() if self._log.exists() else ''}")
+            self.process = None
+            if time.monotonic() > deadline:  # the port may be held a moment after a kill
+                problem = log.read_text() if log.exists() else ""
+                raise RuntimeError(f"redis-server did not start on {self.port}: {problem}")
+            time.sleep(0.2)
 
     def _wait_ready(self) -> bool:
         client = SyncRedis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 5
         try:
-            while time.monotonic() < deadline and self.process.poll() is None:
+            while time.monotonic() < deadline and self.process is not None and self.process.poll() is None:
                 try:
                     if client.ping():
                         return True
@@ -77,18 +97,26 @@ class RedisServer:
         finally:
             client.close()
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+    def kill(self) -> None:
+        """SIGKILL: everything it held is gone."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def client(self) -> SyncRedis:
+        return SyncRedis(port=self.port, socket_connect_timeout=1, decode_responses=True)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(5)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self.process = None
+        self._dir.cleanup()
         self._dir.cleanup()
 
 

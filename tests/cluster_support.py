@@ -3,13 +3,13 @@
 
 * `Cluster(root, database_url, n=3, redis=None, **server_options)`: n node
   processes on free loopback ports, sharing one PostgreSQL database and one
-  Redis (a `RestartableRedis` of its own unless given), with short timings
+  Redis (a `RedisServer` of its own unless given), with short timings
   (CLUSTER_OPTIONS, overridden by `server_options`) so that what the
   contract bounds in seconds happens in about one (node lease 2 s, grace 1 s,
   pings every 0.5 s). A node can be killed (SIGKILL), paused (SIGSTOP, as if
   cut off), resumed and started again on the same port; Redis can be killed
   and started again on the same port, empty.
-* `RestartableRedis`: a private redis-server, nothing on disk, that comes back
+* `RedisServer` (tests/backends.py): a private redis-server, nothing on disk, that comes back
   on the same port.
 * `PrivatePostgres`: a PostgreSQL of the test's own (Debian's initdb/pg_ctl in
   a temporary directory, run as `postgres` when the tests run as root), to
@@ -44,12 +44,10 @@ from typing import Any
 
 import asyncpg
 import httpx
-from redis import Redis as SyncRedis
-from redis.exceptions import RedisError
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from backends import REDIS_SERVER, fresh_database, postgres_admin, require_redis_server
+from backends import RedisServer, fresh_database, postgres_admin, require_redis_server
 from support import BIN, Peer, Project, free_port, new_wallet
 
 __all__ = [
@@ -58,7 +56,7 @@ __all__ = [
     "ClusterProject",
     "Node",
     "PrivatePostgres",
-    "RestartableRedis",
+    "RedisServer",
     "RowLock",
     "cluster_on_fresh_database",
     "in_threads",
@@ -79,86 +77,6 @@ CLUSTER_OPTIONS: dict[str, Any] = {
 
 
 # --- Redis ---------------------------------------------------------------------
-
-
-class RestartableRedis:
-    """A redis-server on a free loopback port, nothing on disk, that can be
-    killed and started again on the same port (coming back empty)."""
-
-    def __init__(self) -> None:
-        if REDIS_SERVER is None:
-            raise RuntimeError("redis-server is not installed")
-        self._dir = tempfile.TemporaryDirectory(prefix="livesessions-cluster-redis-")
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def start(self) -> None:
-        """Start it (again) on its port; returns once it answers."""
-        assert not self.running
-        log = Path(self._dir.name, "redis.log")
-        deadline = time.monotonic() + 15
-        while True:
-            self.process = subprocess.Popen(
-                [
-                    *(str(REDIS_SERVER), "--port", str(self.port), "--bind", "127.0.0.1"),
-                    *("--save", "", "--appendonly", "no", "--dir", self._dir.name, "--logfile", str(log)),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            if self._wait_ready():
-                return
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-            if time.monotonic() > deadline:  # the port may be held a moment after a kill
-                problem = log.read_text() if log.exists() else ""
-                raise RuntimeError(f"redis-server did not start on {self.port}: {problem}")
-            time.sleep(0.2)
-
-    def _wait_ready(self) -> bool:
-        client = SyncRedis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 5
-        try:
-            while time.monotonic() < deadline and self.process is not None and self.process.poll() is None:
-                try:
-                    if client.ping():
-                        return True
-                except RedisError:
-                    time.sleep(0.02)
-            return False
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        """SIGKILL: everything it held is gone."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def client(self) -> SyncRedis:
-        return SyncRedis(port=self.port, socket_connect_timeout=1, decode_responses=True)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-        self._dir.cleanup()
 
 
 # --- PostgreSQL of the test's own ----------------------------------------------------
@@ -368,12 +286,12 @@ class Cluster:
     """n nodes on one PostgreSQL database and one Redis."""
 
     def __init__(
-        self, root: Path, database_url: str, n: int = 3, redis: RestartableRedis | None = None, **options: Any
+        self, root: Path, database_url: str, n: int = 3, redis: RedisServer | None = None, **options: Any
     ) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.database_url = database_url
-        self.redis = redis or RestartableRedis()
+        self.redis = redis or RedisServer()
         self._own_redis = redis is None
         self.options = {**CLUSTER_OPTIONS, **options}
         self.nodes = [Node(self, i) for i in range(n)]

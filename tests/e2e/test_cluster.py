@@ -31,7 +31,7 @@ from cluster_support import (
     Cluster,
     ClusterProject,
     PrivatePostgres,
-    RestartableRedis,
+    RedisServer,
     RowLock,
     cluster_on_fresh_database,
     in_threads,
@@ -609,7 +609,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 @pytest.fixture(scope="module")
 def pg_cluster(private_postgres: PrivatePostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Two nodes on the private PostgreSQL (and a Redis of their own)."""
-    redis = RestartableRedis()
+    redis = RedisServer()
     instance = Cluster(tmp_path_factory.mktemp("pg-cluster"), private_postgres.url, n=2, redis=redis)
     try:
         instance.start()
