@@ -6,7 +6,7 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from livesessions.domain.permissions import ROLE_PERMISSIONS
+from livesessions.domain.permissions import DEFAULT_PERMISSIONS, ROLE_PERMISSIONS
 from support import LocalApp, Project
 
 
@@ -39,6 +39,32 @@ def test_explicit_permissions_override_role_defaults(app: LocalApp, project: Pro
     assert permissions["canProduceSources"] == {"cam": True, "mic": True, "screen": False}
 
 
+def test_built_in_roles_get_exactly_the_sdk_s_permissions(app: LocalApp, project: Project) -> None:
+    room = project.create_room()
+    for role in ("host", "coHost", "speaker", "listener", "guest", "bot"):
+        assert _claims(app, project.token(room, role=role))["permissions"] == ROLE_PERMISSIONS[role], role
+    # A guest may send data and update its metadata, as on Huddle01.
+    guest = project.join(room, role="guest")
+    other = project.join(room)
+    guest.send({"type": "data", "to": "*", "label": "hi", "payload": 1})
+    assert other.recv_type("data")["payload"] == 1
+
+
+def test_a_custom_role_takes_its_permissions_over_the_defaults(app: LocalApp, project: Project) -> None:
+    room = project.create_room()
+    token = project.token(room, role="moderator", permissions={"admin": True, "canProduce": False})
+    claims = _claims(app, token)
+    assert claims["role"] == "moderator"
+    assert claims["permissions"] == {**DEFAULT_PERMISSIONS, "admin": True, "canProduce": False}
+    peer = project.join(room, token=token)
+    assert peer.joined["peers"] == []
+    listed = project.get("/api/v2/sdk/live-sessions/participants/" + room).json()
+    assert [p["peerId"] for p in listed["participants"]] == [peer.peer_id]  # counted as a peer
+    # Its messages obey the permissions it was given.
+    other = project.join(room)
+    assert other.joined["peers"][0]["role"] == "moderator"
+
+
 def test_each_token_is_a_new_peer(project: Project) -> None:
     room = project.create_room()
     ids = {jwt.decode(project.token(room), options={"verify_signature": False})["peerId"] for _ in range(5)}
@@ -50,7 +76,10 @@ def test_each_token_is_a_new_peer(project: Project) -> None:
     [
         ({}, ["roomId"]),
         ({"roomId": 5}, ["roomId"]),
-        ({"roomId": "abc-defg-hij", "role": "king"}, ["role"]),
+        ({"roomId": "abc-defg-hij", "role": "king"}, ["permissions"]),  # a custom role needs permissions
+        ({"roomId": "abc-defg-hij", "role": "k" * 21, "permissions": {}}, ["role"]),
+        ({"roomId": "abc-defg-hij", "role": "", "permissions": {}}, ["role"]),
+        ({"roomId": "abc-defg-hij", "role": "mod\n", "permissions": {}}, ["role"]),
         ({"roomId": "abc-defg-hij", "ttl": 0}, ["ttl"]),
         ({"roomId": "abc-defg-hij", "ttl": "1h"}, ["ttl"]),
         ({"roomId": "abc-defg-hij", "permissions": {"admin": "yes"}}, ["permissions", "admin"]),

@@ -57,7 +57,8 @@ def test_data_to_everyone_and_to_listed_peers(project: Project) -> None:
 
 def test_permissions_are_enforced(project: Project) -> None:
     room = project.create_room()
-    guest = project.join(room, role="guest")  # guests may not send data or update metadata
+    # A peer whose token takes sending data and metadata updates away.
+    guest = project.join(room, role="guest", permissions={"canSendData": False, "canUpdateMetadata": False})
     mute = project.join(room, role="speaker", permissions={"canRecvData": False})
     speaker = project.join(room, role="speaker")
 

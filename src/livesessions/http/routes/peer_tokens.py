@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -10,7 +11,7 @@ from livesessions.auth.peer_tokens import PeerTokenSigner
 from livesessions.clock import Clock
 from livesessions.domain.ids import new_peer_id
 from livesessions.domain.metadata import MAX_PEER_METADATA_BYTES, MetadataError, peer_metadata_text
-from livesessions.domain.permissions import resolve_permissions
+from livesessions.domain.permissions import CUSTOM_ROLE_PATTERN, ROLES, resolve_permissions
 from livesessions.domain.ports import Rooms
 from livesessions.http.core import Request
 from livesessions.http.fields import GivenRoomId
@@ -22,9 +23,20 @@ from livesessions.http.validation import ValidationFailed, issue
 DEFAULT_TTL_S = 4 * 3600
 MAX_TTL_S = 30 * 24 * 3600
 
+BuiltInRole = Literal["host", "coHost", "speaker", "listener", "guest", "bot"]
+CustomRole = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=CUSTOM_ROLE_PATTERN,
+        description="A custom role (1 to 20 characters): only with `permissions`, laid over the defaults.",
+    ),
+]
 Role = Annotated[
-    Literal["host", "coHost", "speaker", "listener", "guest", "bot"],
-    msgspec.Meta(description="`bot` peers (recorders, agents) are not counted as peers."),
+    BuiltInRole | CustomRole,
+    msgspec.Meta(
+        description="A built-in role, with Huddle01's permissions for it unless `permissions` says otherwise "
+        "(`bot` peers — recorders, agents — are not counted as peers), or a custom role with `permissions`."
+    ),
 ]
 
 
@@ -86,6 +98,12 @@ async def create_peer_token(
         metadata = peer_metadata_text(body.metadata)
     except MetadataError as exc:
         raise ValidationFailed([issue(["metadata"], str(exc), "too_big")]) from None
+    if body.role is not None and body.role not in ROLES:
+        if not re.fullmatch(CUSTOM_ROLE_PATTERN, body.role):
+            raise ValidationFailed([issue(["role"], "a custom role is 1 to 20 characters, none of them control")])
+        if body.permissions is None:
+            why = f"Permissions must be provided for custom role: {body.role}"
+            raise ValidationFailed([issue(["permissions"], why)])
     await find_room(rooms, request.project_id, body.roomId)
     overrides = msgspec.to_builtins(body.permissions) if body.permissions else None
     role = body.role or "speaker"
