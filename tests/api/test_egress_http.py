@@ -166,14 +166,38 @@ def test_stop_and_status_errors(proj: Project) -> None:
     assert proj.post(STOP, json={"roomId": "abc-defg-hij"}).status_code == 404
     assert proj.post(STOP, json={}).status_code == 400
     assert proj.post(STOP, json={"roomId": room, "type": "tv"}).status_code == 400
-    start(proj, room)
-    start(proj, room, "livestream")
-    both = proj.post(STOP, json={"roomId": room})
-    assert both.status_code == 409
+    first = start(proj, room).json()
+    second = start(proj, room, "livestream").json()
     assert proj.post(STOP, json={"roomId": room, "type": "livestream"}).json()["type"] == "livestream"
     assert proj.post(STOP, json={"roomId": room}).json()["type"] == "recording"
     assert proj.get(STATUS).status_code == 400
+    assert first["id"] != second["id"]
     assert proj.get(STATUS, params={"roomId": "abc-defg-hij"}).status_code == 404
+    peer.close()
+
+
+def test_stop_without_a_type_stops_both_and_status_lists_both_while_they_run(proj: Project) -> None:
+    """Huddle01's SDK stops with only `roomId`: that must stop whatever runs."""
+    room = proj.create_room()
+    peer = proj.join(room)
+    recording = start(proj, room).json()
+    stream = start(proj, room, "livestream").json()
+    status = proj.get(STATUS, params={"roomId": room}).json()
+    assert (status["status"], status["type"], status["id"]) == ("ongoing", "recording", recording["id"])
+    assert [(j["id"], j["type"]) for j in status["active"]] == [
+        (recording["id"], "recording"),
+        (stream["id"], "livestream"),
+    ]
+    assert status["active"][1]["playbackUrl"] == stream["playbackUrl"] == status["playbackUrl"]
+    assert "playbackUrl" not in status["active"][0]
+    stopped = proj.post(STOP, json={"roomId": room})
+    assert stopped.status_code == 200
+    assert stopped.json() == {"msg": "Stopped", "type": "recording", "id": recording["id"]}
+    assert proj.get(STATUS, params={"roomId": room}).json() == {"status": "stopped"}
+    assert proj.live()[0]["recordingCount"] == 1 and proj.live()[0]["livestreamCount"] == 1
+    # One job alone: no `active` list.
+    start(proj, room)
+    assert "active" not in proj.get(STATUS, params={"roomId": room}).json()
     peer.close()
 
 
@@ -238,12 +262,15 @@ def test_recordings_page_with_a_cursor(proj: Project) -> None:
         proj.post(STOP, json={"roomId": room})
     first = proj.get("/api/v2/sdk/recordings", params={"sessionId": peer.session_id, "limit": 2}).json()
     assert [r["id"] for r in first["recordings"]] == ids[::-1][:2]
+    # cursor=0 (the SDK's default) is the first page.
+    zero = proj.get("/api/v2/sdk/recordings", params={"sessionId": peer.session_id, "limit": 2, "cursor": 0}).json()
+    assert [r["id"] for r in zero["recordings"]] == [r["id"] for r in first["recordings"]]
     rest = proj.get(
         "/api/v2/sdk/recordings", params={"sessionId": peer.session_id, "limit": 2, "cursor": first["nextCursor"]}
     ).json()
     assert [r["id"] for r in rest["recordings"]] == ids[:1] and rest["nextCursor"] is None
     assert proj.get("/api/v2/sdk/recordings", params={"sessionId": "ses_other"}).json()["recordings"] == []
-    for bad in ({"limit": 0}, {"cursor": "x"}):
+    for bad in ({"limit": 0}, {"cursor": "x"}, {"cursor": -1}):
         assert proj.get("/api/v2/sdk/recordings", params=bad).status_code == 400
     peer.close()
 

@@ -54,6 +54,8 @@ def test_session_details_pages_newest_first(app: LocalApp, project: Project) -> 
         app.advance(1.15)  # past the 1 s grace: the next join is a new session
     first = _sessions(project, room, limit=2)
     assert [s["sessionId"] for s in first["sessions"]] == ids[::-1][:2]
+    # cursor=0, as Huddle01's SDK sends it, is the first page.
+    assert _sessions(project, room, limit=2, cursor=0) == first
     rest = _sessions(project, room, limit=2, cursor=first["nextCursor"])
     assert [s["sessionId"] for s in rest["sessions"]] == ids[:1]
     assert rest["nextCursor"] is None
@@ -61,6 +63,9 @@ def test_session_details_pages_newest_first(app: LocalApp, project: Project) -> 
         assert s["endTime"] >= s["startTime"]
     assert project.get("/api/v2/sdk/rooms/session-details", params={"roomId": room, "limit": "0"}).status_code == 400
     assert project.get("/api/v2/sdk/rooms/session-details").status_code == 400
+    for bad in ("-1", "x", str(2**63)):
+        params = {"roomId": room, "cursor": bad}
+        assert project.get("/api/v2/sdk/rooms/session-details", params=params).status_code == 400, bad
 
 
 def test_metrics_totals_for_the_project_only(project: Project, other_project: Project) -> None:

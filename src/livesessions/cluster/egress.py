@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from livesessions.cluster.fanout import RedisFanout
 from livesessions.domain.egress import EgressJob, EgressType
-from livesessions.domain.errors import Conflict, NotFound, Unavailable
+from livesessions.domain.errors import NotFound, Unavailable
 from livesessions.domain.live import RoomKey
 from livesessions.domain.permissions import BOT_ROLE
 from livesessions.domain.ports import EgressJobs
@@ -103,13 +103,15 @@ class ClusterEgress:
             if job.project_id == key.project_id and job.room_id == key.room_id
         ]
 
-    async def stop(self, key: RoomKey, kind: EgressType | None) -> EgressJob:
+    async def stop(self, key: RoomKey, kind: EgressType | None) -> list[EgressJob]:
         running = [job for job in await self.status(key) if kind is None or job.type == kind]
         if not running:
             raise NotFound(f"no {kind or 'recording or livestream'} is active in this room")
-        if len(running) > 1:
-            raise Conflict("both a recording and a livestream are active: say which type to stop")
-        job = running[0]
+        running.sort(key=lambda job: job.started_at)
+        return [await self._stop_one(key, job) for job in running]
+
+    async def _stop_one(self, key: RoomKey, job: EgressJob) -> EgressJob:
+        """Ask the node running the job to stop it, and wait for its answer."""
         reply = f"{self.channel}:reply:{secrets.token_hex(8)}"
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:

@@ -60,7 +60,7 @@ class RemoteJobs(Protocol):
 
     async def status(self, key: RoomKey) -> list[EgressJob]: ...
 
-    async def stop(self, key: RoomKey, kind: EgressType | None) -> EgressJob: ...
+    async def stop(self, key: RoomKey, kind: EgressType | None) -> list[EgressJob]: ...
 
     async def relay(self, playback_id: str) -> Broadcast | None: ...
 
@@ -186,20 +186,19 @@ class EgressService:
         )
         return job
 
-    async def stop(self, project_id: str, room_id: str, kind: EgressType | None) -> EgressJob:
+    async def stop(self, project_id: str, room_id: str, kind: EgressType | None) -> list[EgressJob]:
+        """Stop the room's job of `kind`, or (None) every job it has: the
+        stopped jobs, the earliest started first."""
         key = RoomKey(project_id, room_id)
         kinds: list[EgressType] = [kind] if kind else list(EGRESS_TYPES)
-        running = [self._active[(key, k)] for k in kinds if self._active.get((key, k)) is not None]
+        running = [a for k in kinds if (a := self._active.get((key, k))) is not None]
         if not running and self.remote is not None:
             return await self.remote.stop(key, kind)
         if not running:
             what = kind or "recording or livestream"
             raise NotFound(f"no {what} is active in this room")
-        if len(running) > 1:
-            raise Conflict("both a recording and a livestream are active: say which type to stop")
-        active = running[0]
-        assert active is not None
-        return await self._finish(active)
+        running.sort(key=lambda active: active.job.started_at)
+        return [await self._finish(active) for active in running]
 
     async def status(self, project_id: str, room_id: str) -> list[EgressJob]:
         key = RoomKey(project_id, room_id)

@@ -123,6 +123,11 @@ class Choice:
 QueryParam = RequiredText | OptionalText | Integer | OptionalInteger | Choice
 
 
+# Where a page follows the `nextCursor` of the one before (session history,
+# recordings). 0, which Huddle01's SDK sends by default, means the first page.
+PAGE_CURSOR = OptionalInteger("cursor", "`nextCursor` of the previous page; 0 or none for the first page.", 0, 2**62)
+
+
 def _integer(request: Request, name: str, minimum: int, maximum: int) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":

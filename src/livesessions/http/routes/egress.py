@@ -21,7 +21,7 @@ from livesessions.egress.service import EgressService
 from livesessions.http.core import Request
 from livesessions.http.errors import ErrorMessage, RoomNotFound
 from livesessions.http.fields import EpochMillis, GivenRoomId
-from livesessions.http.params import Integer, OptionalInteger, OptionalText
+from livesessions.http.params import PAGE_CURSOR, Integer, OptionalText
 from livesessions.http.responses import Out, Response, StreamingResponse
 from livesessions.http.routes.rooms import NO_SUCH_ROOM, ROOM_ID, find_room
 from livesessions.http.routing import Operation, PathParam, Reply
@@ -38,7 +38,6 @@ Link = Annotated[str, msgspec.Meta(extra_json_schema={"format": "uri"})]
 
 SESSION_ID = OptionalText("sessionId", "Only this session's recordings.")
 LIMIT = Integer("limit", "How many recordings a page holds.", 20, 1, MAX_PAGE)
-BEFORE = OptionalInteger("cursor", "`nextCursor` of the previous page.", 1, 2**62)
 EXPIRES = Integer("expires", "When the link stops working, epoch seconds (part of the signed link).", 0, 0, 2**62)
 SIGNATURE = OptionalText("signature", "The link's signature.")
 
@@ -79,8 +78,16 @@ class EgressIdle(Out, tag_field="status", tag="stopped"):
     """Nothing is being recorded or streamed."""
 
 
+class ActiveJob(Out):
+    id: JobId
+    type: EgressType
+    startTime: EpochMillis
+    playbackUrl: Annotated[Link, msgspec.Meta(description="A livestream's.")] | msgspec.UnsetType = msgspec.UNSET
+
+
 class EgressOngoing(Out, tag_field="status", tag="ongoing"):
-    """`type`, `startTime` and `id` are those of the job that started first."""
+    """`type`, `startTime` and `id` are those of the job that started first;
+    `active` lists every job while a recording and a livestream both run."""
 
     type: EgressType
     startTime: EpochMillis
@@ -88,6 +95,7 @@ class EgressOngoing(Out, tag_field="status", tag="ongoing"):
     playbackUrl: (
         Annotated[Link, msgspec.Meta(description="Present while a livestream is active.")] | msgspec.UnsetType
     ) = msgspec.UNSET
+    active: Annotated[list[ActiveJob], msgspec.Meta(min_length=2)] | msgspec.UnsetType = msgspec.UNSET
 
 
 class Recording(Out):
@@ -136,8 +144,9 @@ async def start(
 
 async def stop(request: Request, rooms: Rooms, egress: EgressService, body: StopBody) -> EgressStopped:
     await find_room(rooms, request.project_id, body.roomId)
-    job = await egress.stop(request.project_id, body.roomId, body.type)
-    return EgressStopped(msg="Stopped", type=job.type, id=job.id)
+    # Without a type, every job the room has (Huddle01's SDK cannot name one).
+    first, *_ = await egress.stop(request.project_id, body.roomId, body.type)
+    return EgressStopped(msg="Stopped", type=first.type, id=first.id)
 
 
 async def status(
@@ -148,12 +157,18 @@ async def status(
     active = await egress.status(request.project_id, room_id)
     if not active:
         return EgressIdle()
-    first = min(active, key=lambda job: job.started_at)
+    jobs = sorted(active, key=lambda job: job.started_at)
+    first = jobs[0]
     url: str | msgspec.UnsetType = msgspec.UNSET
-    for job in active:
+    for job in jobs:
         if job.playback_id:
             url = playback_url(settings, job)
-    return EgressOngoing(type=first.type, startTime=first.started_at, id=first.id, playbackUrl=url)
+    both: list[ActiveJob] | msgspec.UnsetType = msgspec.UNSET
+    if len(jobs) > 1:
+        both = [
+            ActiveJob(id=j.id, type=j.type, startTime=j.started_at, playbackUrl=playback_url(settings, j)) for j in jobs
+        ]
+    return EgressOngoing(type=first.type, startTime=first.started_at, id=first.id, playbackUrl=url, active=both)
 
 
 async def recordings(
@@ -161,7 +176,7 @@ async def recordings(
 ) -> RecordingPage:
     session_id = SESSION_ID.read(request)
     limit = LIMIT.read(request)
-    before = BEFORE.read(request)
+    before = PAGE_CURSOR.read(request) or None
     found, next_cursor = await jobs.list_recordings(request.project_id, session_id, before, limit)
     expires = clock() // 1000 + int(settings.download_link_ttl)
     items = []
@@ -286,12 +301,11 @@ OPERATIONS: tuple[Operation, ...] = (
         "stopRecording",
         "Stop a room's recording or livestream",
         TAG,
-        answer=Reply("The job stopped."),
+        answer=Reply("The job stopped; without `type`, every job of the room stopped (the earliest started is named)."),
         errors={
             404: Reply(
                 "No such room in the project, or nothing of that type is active in it.", RoomNotFound | ErrorMessage
             ),
-            409: Reply("Both a recording and a livestream are active and `type` was not given.", ErrorMessage),
         },
     ),
     Operation(
@@ -313,7 +327,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Finished recordings of the project",
         TAG,
         answer=Reply("A page of finished recordings, newest first."),
-        query=(SESSION_ID, LIMIT, BEFORE),
+        query=(SESSION_ID, LIMIT, PAGE_CURSOR),
     ),
     Operation(
         "GET",

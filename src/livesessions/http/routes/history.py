@@ -9,7 +9,7 @@ from livesessions.domain.records import Metrics, Participant, SessionRecord
 from livesessions.domain.sessions import SessionKeeper
 from livesessions.http.core import Request
 from livesessions.http.errors import SESSION_NOT_FOUND, Abort, SessionNotFound
-from livesessions.http.params import Integer, OptionalInteger, RequiredText
+from livesessions.http.params import PAGE_CURSOR, Integer, RequiredText
 from livesessions.http.responses import Out
 from livesessions.http.routes.rooms import NO_SUCH_ROOM, ROOM_ID, find_room
 from livesessions.http.routing import Operation, Reply
@@ -19,7 +19,6 @@ TAG = "session history"
 SDK = "/api/v2/sdk"
 
 LIMIT = Integer("limit", "How many sessions a page holds.", 20, 1, MAX_PAGE)
-BEFORE = OptionalInteger("cursor", "`nextCursor` of the previous page.", 1, 2**62)
 SESSION_ID = RequiredText("sessionId", "The session's id.")
 
 
@@ -35,7 +34,7 @@ class ParticipantList(Out):
 async def session_details(request: Request, rooms: Rooms, history: History, keeper: SessionKeeper) -> SessionPage:
     room_id = ROOM_ID.read(request)
     limit = LIMIT.read(request)
-    before = BEFORE.read(request)
+    before = PAGE_CURSOR.read(request) or None
     await find_room(rooms, request.project_id, room_id)
     # Sessions whose grace just ran out are ended before anyone reads them,
     # not whenever the maintenance task next wakes.
@@ -82,7 +81,7 @@ OPERATIONS: tuple[Operation, ...] = (
         TAG,
         answer=Reply("A page of the room's sessions, newest first."),
         errors={404: NO_SUCH_ROOM},
-        query=(ROOM_ID, LIMIT, BEFORE),
+        query=(ROOM_ID, LIMIT, PAGE_CURSOR),
     ),
     _participants(f"{SDK}/rooms/participant-list", "getParticipantList", "Who took part in a session"),
     _participants(

@@ -23,7 +23,7 @@ MAX_PAGE = 100
 TAG = "rooms"
 
 LIMIT = Integer("limit", "How many rooms a page holds.", 10, 1, MAX_PAGE)
-PAGE = Integer("cursor", "The page number, from 1.", 1, 1, 10**9)
+PAGE = Integer("cursor", "The page number, from 1 (0, as Huddle01's SDK may send it, is page 1).", 1, 0, 10**9)
 ROOM_ID = RequiredText("roomId", "The room's id.", "abc-defg-hij")
 PATH_ROOM_ID = PathParam(
     "roomId", "A room id (`abc-defg-hij`). A malformed one is answered like an unknown room.", "abc-defg-hij"
@@ -97,7 +97,7 @@ async def create_room(request: Request, rooms: Rooms, clock: Clock, body: Create
 
 async def get_rooms(request: Request, rooms: Rooms) -> RoomPage:
     limit = LIMIT.read(request)
-    page = PAGE.read(request)
+    page = max(1, PAGE.read(request))
     found, total = await rooms.list_rooms(request.project_id, (page - 1) * limit, limit)
     return RoomPage(
         rooms=found,
