@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import jwt
 import pytest
 
@@ -95,3 +97,39 @@ def test_bad_token_requests_are_400_with_issues(project: Project, body: dict, pa
     issue = body["error"]["issues"][0]
     assert issue["path"] == path
     assert issue["message"] and issue["code"]
+
+
+def test_join_room_token_gives_a_host_or_a_guest_for_half_an_hour(app: LocalApp, project: Project) -> None:
+    room = project.create_room()
+    answer = project.post(
+        "/api/v2/sdk/join-room-token",
+        json={"roomId": room, "displayName": "Ada", "avatarUrl": "https://img.example/a.png", "userType": "host"},
+    )
+    assert answer.status_code == 200
+    claims = _claims(app, answer.json()["token"])
+    assert claims["role"] == "host" and claims["permissions"] == ROLE_PERMISSIONS["host"]
+    assert json.loads(claims["metadata"]) == {"displayName": "Ada", "avatarUrl": "https://img.example/a.png"}
+    assert claims["exp"] - claims["iat"] == 30 * 60
+    guest = _claims(app, project.post("/api/v2/sdk/join-room-token", json={"roomId": room}).json()["token"])
+    assert (guest["role"], guest["permissions"], guest["metadata"]) == ("guest", ROLE_PERMISSIONS["guest"], "")
+    promoted = project.post("/api/v2/sdk/join-room-token", json={"roomId": room, "guestAsHost": True}).json()
+    assert _claims(app, promoted["token"])["permissions"]["admin"] is True
+    # It joins like any peer token.
+    peer = project.join(room, token=answer.json()["token"])
+    assert peer.joined["roomId"] == room
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ({}, 400),
+        ({"roomId": "abc-defg-hij"}, 404),
+        ({"roomId": "abc-defg-hij", "userType": "admin"}, 400),
+        ({"roomId": "abc-defg-hij", "avatarUrl": "javascript:alert(1)"}, 400),
+        ({"roomId": "abc-defg-hij", "displayName": ""}, 400),
+        ({"roomId": "abc-defg-hij", "displayName": "x" * 101}, 400),
+        ({"roomId": "abc-defg-hij", "guestAsHost": "yes"}, 400),
+    ],
+)
+def test_join_room_token_bad_input(project: Project, body: dict, status: int) -> None:
+    assert project.post("/api/v2/sdk/join-room-token", json=body).status_code == status

@@ -21,6 +21,8 @@ from livesessions.http.routing import Operation, Reply
 from livesessions.http.validation import ValidationFailed, issue
 
 DEFAULT_TTL_S = 4 * 3600
+# A join link's token, as Huddle01's join-room-token gives it.
+JOIN_LINK_TTL_S = 30 * 60
 MAX_TTL_S = 30 * 24 * 3600
 
 BuiltInRole = Literal["host", "coHost", "speaker", "listener", "guest", "bot"]
@@ -91,6 +93,40 @@ class PeerToken(Out):
     ]
 
 
+class JoinRoomTokenBody(msgspec.Struct):
+    roomId: GivenRoomId
+    displayName: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    userType: Annotated[Literal["host", "guest"], msgspec.Meta(description="Default `guest`.")] = "guest"
+    avatarUrl: Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s]+$", max_length=2048)] | None = None
+    guestAsHost: Annotated[bool, msgspec.Meta(description="A guest with a host's permissions.")] = False
+
+
+async def join_room_token(
+    request: Request, rooms: Rooms, signer: PeerTokenSigner, clock: Clock, body: JoinRoomTokenBody
+) -> PeerToken:
+    """A token for a join link: a host or a guest, named and pictured by its
+    metadata, for half an hour."""
+    profile = {
+        name: value for name, value in (("displayName", body.displayName), ("avatarUrl", body.avatarUrl)) if value
+    }
+    try:
+        metadata = peer_metadata_text(profile or None)
+    except MetadataError as exc:
+        raise ValidationFailed([issue(["displayName"], str(exc))]) from None
+    await find_room(rooms, request.project_id, body.roomId)
+    as_host = body.userType == "host" or body.guestAsHost
+    claims = {
+        "peerId": new_peer_id(),
+        "roomId": body.roomId,
+        "projectId": request.project_id,
+        "keyId": request.key_id,
+        "role": body.userType,
+        "permissions": resolve_permissions("host" if as_host else "guest", None),
+        "metadata": metadata,
+    }
+    return PeerToken(token=signer.issue(claims, clock() // 1000, JOIN_LINK_TTL_S))
+
+
 async def create_peer_token(
     request: Request, rooms: Rooms, signer: PeerTokenSigner, clock: Clock, body: CreatePeerTokenBody
 ) -> PeerToken:
@@ -130,6 +166,19 @@ OPERATIONS: tuple[Operation, ...] = (
         "A token that lets one peer join one room",
         "peers",
         answer=Reply("A signed peer token, for `/ws?token=`."),
+        errors={404: NO_SUCH_ROOM},
+    ),
+    Operation(
+        "POST",
+        "/api/v2/sdk/join-room-token",
+        join_room_token,
+        "joinRoomToken",
+        "A token for a join link: a host or a guest, for 30 minutes",
+        "peers",
+        answer=Reply(
+            "A signed peer token, for `/ws?token=`: role `host` or `guest` (with a host's permissions when "
+            '`guestAsHost`), metadata `{"displayName", "avatarUrl"}` as given, valid 30 minutes.'
+        ),
         errors={404: NO_SUCH_ROOM},
     ),
 )
