@@ -366,6 +366,26 @@ def test_the_same_peer_on_another_node_replaces_its_connection(project: ClusterP
     other.close()
 
 
+def test_moderation_reaches_peers_on_every_node(project: ClusterProject) -> None:
+    room = project.create_room()
+    peers = [project.join(node, room) for node in range(3)]
+    # Removing a peer held by node 2, asked of node 0.
+    answer = project[0].post(f"{SDK}/live-sessions/{room}/peers/{peers[2].peer_id}/remove")
+    assert answer.status_code == 200, answer.text
+    assert wait_closed(peers[2].ws)[0] == 4011
+    for peer in peers[:2]:
+        assert peer.recv_type("peer-left")["peerId"] == peers[2].peer_id
+    assert counts_now(project) == [{room: 2}] * 3
+    # Ending the session, asked of node 1: everyone, on every node, at once.
+    assert project[1].post(f"{SDK}/live-sessions/{room}/end", json={}).status_code == 200
+    for peer in peers[:2]:
+        assert wait_closed(peer.ws)[0] == 4010
+    assert counts_now(project) == [{}] * 3
+    (session,) = project.sessions(room, node=2)
+    assert session["endTime"] is not None
+    assert all(p.get("exitTime") for p in project.participants(session["sessionId"]))
+
+
 # --- a node killed ----------------------------------------------------------------------
 
 

@@ -33,13 +33,14 @@ import msgspec
 import orjson
 from redis.asyncio import Redis
 
-from livesessions.domain.live import EndedSession, JoinOutcome, PeerPresence, RoomKey
+from livesessions.domain.live import EndedSession, JoinOutcome, PeerPresence, Removal, RoomKey
 from livesessions.realtime import protocol
-from livesessions.realtime.fanout import receives_data
+from livesessions.realtime.fanout import close_evicted, receives_data
 from livesessions.realtime.hub import Connection, Hub
 from livesessions.realtime.protocol import CloseCode
 from livesessions.stores.redis_presence import (
     DataEvent,
+    EvictedEvent,
     MetadataUpdatedEvent,
     PeerJoinedEvent,
     PeerLeftEvent,
@@ -123,6 +124,10 @@ class RedisFanout:
         pass
 
     def metadata_updated(self, key: RoomKey, peer_id: str, metadata: str) -> None:
+        pass
+
+    # Presence publishes an "evicted" event: the node holding the connection closes it.
+    def evicted(self, key: RoomKey, removal: Removal, why: str) -> None:
         pass
 
     async def data(self, key: RoomKey, message: protocol.Data, recipients: set[str] | None) -> None:
@@ -239,6 +244,9 @@ class RedisFanout:
         key = RoomKey(project_id, event.room)
         if isinstance(event, SessionEndedEvent):
             self._spawn(self._session_ended(EndedSession(key, event.session, event.end_time)))
+            return
+        if isinstance(event, EvictedEvent):
+            close_evicted(self.hub, key, event.peer_id, event.conn, event.reason)
             return
         if isinstance(event, ReplacedEvent):
             holder = self.hub.find(key, event.peer_id)

@@ -97,3 +97,12 @@ class LeaveOutcome:
     # True when this leave took the last non-bot peer out: the room stops being
     # listed now, and the session ends unless someone rejoins within grace.
     room_emptied: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """A member taken out of a room by the project (moderation), whatever its connection."""
+
+    peer_id: str
+    connection_id: str
+    was_bot: bool

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from livesessions.clock import Clock
 from livesessions.domain.errors import Unavailable
-from livesessions.domain.live import Admission, EndedSession, JoinOutcome, LeaveOutcome, RoomKey
+from livesessions.domain.live import Admission, EndedSession, JoinOutcome, LeaveOutcome, Removal, RoomKey
 from livesessions.domain.ports import History, Presence
 from livesessions.logs import context
 
@@ -85,6 +85,35 @@ class SessionKeeper:
         if outcome is None or outcome.was_bot or outcome.session_id is None:
             return outcome, _all([])
         return outcome, self.history.record_exit(outcome.session_id, peer_id, now)
+
+    async def remove(self, key: RoomKey, peer_id: str) -> tuple[Removal | None, Awaitable[None]]:
+        """Take a peer out for the project (moderation): it leaves now."""
+        now = self.clock()
+        found = await self.presence.remove(key, peer_id, now)
+        if found is None:
+            return None, _all([])
+        removal, outcome = found
+        if outcome.session_id is None:
+            return removal, _all([])
+        return removal, self.history.record_exit(outcome.session_id, peer_id, now)
+
+    async def end_now(self, key: RoomKey) -> tuple[EndedSession | None, list[Removal], Awaitable[None]]:
+        """End the room's live session for everyone (moderation): every member
+        leaves now, and the session ends now, with no grace."""
+        now = self.clock()
+        found = await self.presence.end_session(key, now)
+        if found is None:
+            return None, [], _all([])
+        ended, removed = found
+        _log_ended(ended)
+        writes = [self.history.record_exit(ended.session_id, r.peer_id, now) for r in removed if not r.was_bot]
+        writes.append(self.history.end_sessions([(ended.session_id, ended.end_time)]))
+
+        async def recorded() -> None:
+            await _all(writes)
+            await self._announce([ended])
+
+        return ended, removed, recorded()
 
     async def update_metadata(
         self, key: RoomKey, peer_id: str, connection_id: str, metadata: str, is_bot: bool

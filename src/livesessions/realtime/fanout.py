@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from livesessions.domain.live import JoinOutcome, PeerPresence, RoomKey
+from livesessions.domain.live import JoinOutcome, PeerPresence, Removal, RoomKey
 from livesessions.realtime import protocol
 from livesessions.realtime.hub import Connection, Hub
 
@@ -35,6 +35,10 @@ class Fanout(Protocol):
 
     def metadata_updated(self, key: RoomKey, peer_id: str, metadata: str) -> None:
         """Presence changed a peer's metadata."""
+
+    def evicted(self, key: RoomKey, removal: Removal, why: str) -> None:
+        """Presence took a member out for the project (moderation; `why` is a
+        key of protocol.EVICTION_CLOSE): its connection is closed, wherever it is."""
 
     async def data(self, key: RoomKey, message: protocol.Data, recipients: set[str] | None) -> None:
         """A data message from `message.sender` to the room (or only `recipients`),
@@ -60,8 +64,20 @@ class LocalFanout:
     def metadata_updated(self, key: RoomKey, peer_id: str, metadata: str) -> None:
         self.hub.broadcast(key, protocol.MetadataUpdated(peer_id, metadata))
 
+    def evicted(self, key: RoomKey, removal: Removal, why: str) -> None:
+        close_evicted(self.hub, key, removal.peer_id, removal.connection_id, why)
+        if not removal.was_bot:
+            self.peer_left(key, removal.peer_id)
+
     async def data(self, key: RoomKey, message: protocol.Data, recipients: set[str] | None) -> None:
         self.hub.broadcast(key, message, exclude=message.sender, only=lambda c: receives_data(c, recipients))
+
+
+def close_evicted(hub: Hub, key: RoomKey, peer_id: str, connection_id: str, why: str) -> None:
+    """Close the evicted member's connection, if this node holds it."""
+    holder = hub.find(key, peer_id)
+    if holder is not None and holder.id == connection_id:
+        holder.close(*protocol.EVICTION_CLOSE[why])
 
 
 def receives_data(connection: Connection, recipients: set[str] | None) -> bool:

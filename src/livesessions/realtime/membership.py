@@ -79,6 +79,31 @@ class Membership:
             self.fanout.peer_left(connection.key, connection.peer_id)
         await persisted
 
+    async def remove(self, key: RoomKey, peer_id: str) -> bool:
+        """Take a peer out for the project (moderation): its connection is
+        closed (4011) wherever it is; False when it is not in the room."""
+        removal, persisted = await self.keeper.remove(key, peer_id)
+        if removal is None:
+            await persisted
+            return False
+        self.telemetry.leaves.inc()
+        self.fanout.evicted(key, removal, "removed")
+        await persisted
+        return True
+
+    async def end_session(self, key: RoomKey) -> bool:
+        """End the room's live session for everyone (moderation): every
+        connection closed (4010), the session over now; False when not live."""
+        ended, removed, persisted = await self.keeper.end_now(key)
+        if ended is None:
+            await persisted
+            return False
+        for removal in removed:
+            self.telemetry.leaves.inc()
+            self.fanout.evicted(key, removal, "ended")
+        await persisted
+        return True
+
     async def retry_departures(self) -> None:
         """Take out the members whose leave presence could not take before,
         as of when they left."""

@@ -30,6 +30,8 @@ class CloseCode(IntEnum):
     ROOM_NOT_FOUND = 4004
     TOO_FAST = 4008
     REPLACED = 4009
+    SESSION_ENDED = 4010
+    REMOVED = 4011
     FULL = 4029
     NO_SUCH_ENDPOINT = 4404
 
@@ -42,14 +44,23 @@ CLOSE_MEANING: dict[CloseCode, str] = {
     CloseCode.INTERNAL: "the server could not serve the connection",
     CloseCode.TRY_AGAIN_LATER: "scale-out mode: Redis or PostgreSQL cannot be reached right now; reconnect shortly",
     CloseCode.BAD_TOKEN: "missing, malformed or expired token, or its API key was revoked",
-    CloseCode.LOCKED: "the room is locked (admins may still join)",
+    CloseCode.LOCKED: "the room is locked (admins may still join), or the browser page's Origin is not among "
+    "the project's whitelisted domains",
     CloseCode.ROOM_NOT_FOUND: "the token's room does not exist",
     CloseCode.TOO_FAST: "kept sending past its message budget",
     CloseCode.REPLACED: "the same peer connected again",
+    CloseCode.SESSION_ENDED: "the project ended the live session for everyone (moderation)",
+    CloseCode.REMOVED: "the project removed this peer from the room (moderation)",
     CloseCode.FULL: "the room is full (the token's maxPeersAllowed)",
     CloseCode.NO_SUCH_ENDPOINT: "a WebSocket anywhere but /ws",
 }
 
+
+# What a member the project took out is closed with, by why (moderation).
+EVICTION_CLOSE: dict[str, tuple[CloseCode, str]] = {
+    "removed": (CloseCode.REMOVED, "removed from the room"),
+    "ended": (CloseCode.SESSION_ENDED, "the session was ended"),
+}
 
 # What a refused join is closed with.
 REFUSAL_CLOSE: dict[Refusal, tuple[CloseCode, str]] = {

@@ -18,6 +18,7 @@ from livesessions.domain.live import (
     LiveSession,
     PeerPresence,
     Refusal,
+    Removal,
     RoomKey,
 )
 
@@ -145,6 +146,31 @@ class MemoryPresence:
         outcome = LeaveOutcome(session_id=room.session_id, was_bot=was_bot, room_emptied=emptied)
         self._forget_if_unused(key, room)
         return outcome
+
+    async def remove(self, key: RoomKey, peer_id: str, now: int) -> tuple[Removal, LeaveOutcome] | None:
+        room = self._rooms.get(key)
+        member = room.peers.get(peer_id) if room is not None else None
+        if member is None:
+            return None
+        outcome = await self.leave(key, peer_id, member.connection_id, now)
+        assert outcome is not None
+        return Removal(peer_id, member.connection_id, was_bot=False), outcome
+
+    async def end_session(self, key: RoomKey, now: int) -> tuple[EndedSession, list[Removal]] | None:
+        room = self._rooms.get(key)
+        if room is None or not room.peers or room.session_id is None:
+            return None
+        removed = [
+            Removal(peer_id, member.connection_id, was_bot)
+            for members, was_bot in ((room.peers, False), (room.bots, True))
+            for peer_id, member in list(members.items())
+        ]
+        for removal in removed:
+            await self.leave(key, removal.peer_id, removal.connection_id, now)
+        # The last leave made the room idle as of now: it ends without its grace.
+        ended = self._end_session(key, room)
+        self._forget_if_unused(key, room)
+        return ended, removed
 
     async def update_metadata(self, key: RoomKey, peer_id: str, connection_id: str, metadata: str) -> bool:
         room = self._rooms.get(key)

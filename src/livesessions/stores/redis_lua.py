@@ -397,6 +397,63 @@ return 1
 """
 )
 
+# Moderation. The node holding an evicted member's connection closes it on
+# the "evicted" event; the peer-left (non-bots) goes to the others.
+_EVICT = r"""
+local function evict(room, peer, conn, reason)
+  publish('"type":"evicted","room":' .. js(room) .. ',"peerId":' .. js(peer) .. ',"conn":' .. js(conn)
+    .. ',"reason":' .. js(reason))
+end
+"""
+
+# Take one peer (not a bot) out, whatever its connection. ARGV: room, peer,
+# now, verbase. Returns false, or {conn, session, emptied, idle since}.
+REMOVE_PEER = (
+    _PROJECT_PRELUDE
+    + _EVICT
+    + r"""
+local room, peer, now, verbase = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local rec = redis.call('HGET', members_key(room, false), peer)
+if not rec then return false end
+local conn = parse(rec)
+local sid, emptied, idle = remove(room, peer, false, rec, now, verbase, 'removed')
+evict(room, peer, conn, 'removed')
+return {conn, sid, emptied and 1 or 0, idle}
+"""
+)
+
+# End the room's live session now, no grace: every member (bots too) out.
+# ARGV: room, now, verbase. Returns false when the room has no peers,
+# else {session, {peer, conn, bot (0/1)}...}.
+END_SESSION = (
+    _PROJECT_PRELUDE
+    + _EVICT
+    + r"""
+local room, now, verbase = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local rkey = room_key(room)
+local sid = redis.call('HGET', rkey, 'sid')
+if not sid or redis.call('HLEN', members_key(room, false)) == 0 then return false end
+local out = {}
+for _, bot in ipairs({false, true}) do
+  local all = redis.call('HGETALL', members_key(room, bot))
+  for i = 1, #all, 2 do
+    local peer, rec = all[i], all[i + 1]
+    local conn = parse(rec)
+    remove(room, peer, bot, rec, now, verbase, 'ended')
+    evict(room, peer, conn, 'ended')
+    out[#out + 1] = {peer, conn, bot and 1 or 0}
+  end
+end
+-- The last peer's leave made the room idle as of now: it ends at once.
+redis.call('HDEL', rkey, 'sid', 'start', 'idle', 'lock', 'ls', 'rec')
+redis.call('ZREM', base .. ':idle', room)
+redis.call('ZADD', base .. ':ended', now, sid)
+publish('"type":"session-ended","room":' .. js(room) .. ',"session":' .. js(sid) .. ',"endTime":' .. int(now))
+forget_if_unused(room)
+return {sid, out}
+"""
+)
+
 # A session presence lost track of (Redis came back empty after its last peer
 # left): ended at ARGV[3] unless it is the room's session again (put back by a
 # node's re-registration); remembered as ended, so no later re-registration

@@ -66,6 +66,10 @@ a gap means messages were missed) and `room` names the room:
         a session's grace period ran out (found by an expiry or a join)
     {"seq", "type": "data", "room", "sender", "to" (peer ids, or null), "message"}
         a data message (`publish_data`), `message` exactly as peers receive it
+    {"seq", "type": "evicted", "room", "peerId", "conn", "reason": "removed" | "ended"}
+        the project took the member out (`remove`, `end_session`): the node
+        holding `conn` closes it
+        a data message (`publish_data`), `message` exactly as peers receive it
 
 `decode_event` reads one into the `RoomEvent` structs below.
 """
@@ -93,6 +97,7 @@ from livesessions.domain.live import (
     LiveSession,
     PeerPresence,
     Refusal,
+    Removal,
     RoomKey,
 )
 from livesessions.stores import redis_lua
@@ -223,6 +228,14 @@ class ReplacedEvent(msgspec.Struct, tag="replaced", tag_field="type", rename="ca
     by_conn: str
 
 
+class EvictedEvent(msgspec.Struct, tag="evicted", tag_field="type", rename="camel", frozen=True):
+    seq: int
+    room: str
+    peer_id: str
+    conn: str
+    reason: Literal["removed", "ended"]
+
+
 class SessionEndedEvent(msgspec.Struct, tag="session-ended", tag_field="type", rename="camel", frozen=True):
     seq: int
     room: str
@@ -238,7 +251,15 @@ class DataEvent(msgspec.Struct, tag="data", tag_field="type", frozen=True):
     message: msgspec.Raw
 
 
-RoomEvent = PeerJoinedEvent | PeerLeftEvent | MetadataUpdatedEvent | ReplacedEvent | SessionEndedEvent | DataEvent
+RoomEvent = (
+    PeerJoinedEvent
+    | PeerLeftEvent
+    | MetadataUpdatedEvent
+    | ReplacedEvent
+    | SessionEndedEvent
+    | DataEvent
+    | EvictedEvent
+)
 
 _event_decoder = msgspec.json.Decoder(RoomEvent)
 
@@ -308,6 +329,8 @@ class RedisPresence:
         self._deregister = script(redis_lua.DEREGISTER)
         self._publish_data = script(redis_lua.PUBLISH_DATA)
         self._end_unknown = script(redis_lua.END_UNKNOWN)
+        self._remove_peer = script(redis_lua.REMOVE_PEER)
+        self._end_session_now = script(redis_lua.END_SESSION)
 
     @classmethod
     def from_url(cls, url: str, grace_period_ms: int, **options: Any) -> RedisPresence:
@@ -450,6 +473,33 @@ class RedisPresence:
         with `to`: the JSON array of recipients or null, and `message`: the
         message as peers receive it, both given already encoded)."""
         await self._publish_data(keys=[self._base(key.project_id)], args=[key.room_id, sender, recipients, message])
+
+    async def remove(self, key: RoomKey, peer_id: str, now: int) -> tuple[Removal, LeaveOutcome] | None:
+        """Take a peer out whatever its connection (moderation): its node
+        closes that connection on the "evicted" event (reason "removed")."""
+        self._check_lease()
+        reply = await self._remove_peer(
+            keys=[self._base(key.project_id)],
+            args=[key.room_id, peer_id, now, _version_base()],
+        )
+        if reply is None:
+            return None
+        connection_id, session_id, emptied, idle_since = reply
+        if emptied and idle_since is not None:
+            await self._became_idle(key.project_id, int(idle_since))
+        outcome = LeaveOutcome(session_id=_opt_text(session_id), was_bot=False, room_emptied=bool(emptied))
+        return Removal(peer_id, _text(connection_id), was_bot=False), outcome
+
+    async def end_session(self, key: RoomKey, now: int) -> tuple[EndedSession, list[Removal]] | None:
+        """End the room's session now (moderation): every member out, their
+        nodes closing their connections on the "evicted" events (reason "ended")."""
+        self._check_lease()
+        reply = await self._end_session_now(keys=[self._base(key.project_id)], args=[key.room_id, now, _version_base()])
+        if reply is None:
+            return None
+        session_id, members = reply
+        removed = [Removal(_text(peer), _text(conn), bool(bot)) for peer, conn, bot in members]
+        return EndedSession(key, _text(session_id), now), removed
 
     async def end_unknown_session(self, key: RoomKey, session_id: str, at: int) -> bool:
         """End a session presence lost track of (see redis_lua.END_UNKNOWN):
