@@ -212,6 +212,47 @@ class PresenceMachine(RuleBasedStateMachine):
         if changed:
             member.metadata = metadata
 
+    @rule(node=st.integers(0, 1), project=st.sampled_from(PROJECTS), room_id=st.sampled_from(ROOMS), data=st.data())
+    def remove(self, node: int, project: str, room_id: str, data: st.DataObject) -> None:
+        """Moderation: a peer (never a bot) out, whatever its connection."""
+        key = RoomKey(project, room_id)
+        room = self.rooms.get(key)
+        peer = data.draw(st.sampled_from(sorted({*PEERS, *(room.peers if room else ())})))
+        found = run(self.node(node).remove(key, peer, self.now))
+        member = room.peers.get(peer) if room is not None else None
+        if member is None:
+            assert found is None
+            return
+        assert room is not None and found is not None
+        removal, outcome = found
+        assert (removal.peer_id, removal.connection_id, removal.was_bot) == (peer, member.conn, False)
+        assert outcome.session_id == room.session
+        del room.peers[peer]
+        assert outcome.room_emptied == (not room.peers)
+        if not room.peers and room.session:
+            room.idle_since = self.now
+
+    @rule(node=st.integers(0, 1), project=st.sampled_from(PROJECTS), room_id=st.sampled_from(ROOMS))
+    def end_session(self, node: int, project: str, room_id: str) -> None:
+        """Moderation: the live session over now, every member out."""
+        key = RoomKey(project, room_id)
+        room = self.rooms.get(key)
+        found = run(self.node(node).end_session(key, self.now))
+        if room is None or not room.peers or room.session is None:
+            assert found is None
+            return
+        assert found is not None
+        ended, removed = found
+        assert (ended.key, ended.session_id, ended.end_time) == (key, room.session, self.now)
+        expected = {(p, m.conn, False) for p, m in room.peers.items()} | {
+            (p, m.conn, True) for p, m in room.bots.items()
+        }
+        assert {(r.peer_id, r.connection_id, r.was_bot) for r in removed} == expected
+        self.ended.add(room.session)
+        room.peers.clear()
+        room.bots.clear()
+        room.session, room.idle_since, room.locked = None, None, False
+
     @rule(
         node=st.integers(0, 1),
         project=st.sampled_from(PROJECTS),
