@@ -389,7 +389,7 @@ class LocalSocket:
     server would pass it, with the sync interface of websockets' client that
     the tests use (send, recv with a timeout, close)."""
 
-    def __init__(self, app: LocalApp, token: str, path: str = "/ws") -> None:
+    def __init__(self, app: LocalApp, token: str, path: str = "/ws", headers: dict[str, str] | None = None) -> None:
         self._app = app
         self.closed: tuple[int | None, str | None] | None = None
         scope = {
@@ -401,7 +401,8 @@ class LocalSocket:
             "raw_path": path.encode(),
             "root_path": "",
             "query_string": f"token={token}".encode(),
-            "headers": [(b"host", b"127.0.0.1:8080")],
+            "headers": [(b"host", b"127.0.0.1:8080")]
+            + [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()],
             "client": ("127.0.0.1", 50000),
             "server": ("127.0.0.1", 8080),
             "subprotocols": [],
@@ -507,8 +508,8 @@ class Project:
         assert response.status_code == 200, response.text
         return response.json()["token"]
 
-    def join(self, room_id: str, token: str | None = None, **body: Any) -> Peer:
-        return Peer.connect(self.server, token or self.token(room_id, **body))
+    def join(self, room_id: str, token: str | None = None, headers: dict[str, str] | None = None, **body: Any) -> Peer:
+        return Peer.connect(self.server, token or self.token(room_id, **body), headers)
 
     def live(self) -> list[dict[str, Any]]:
         response = self.get("/api/v2/sdk/live-sessions")
@@ -527,14 +528,15 @@ class Peer:
         self.session_id: str | None = joined["sessionId"]
 
     @classmethod
-    def connect(cls, server: Any, token: str) -> Peer:
+    def connect(cls, server: Any, token: str, headers: dict[str, str] | None = None) -> Peer:
         """A peer that has joined: over a real WebSocket to a `Server` (or
-        anything with a `ws_base`), or in process to a `LocalApp`."""
+        anything with a `ws_base`), or in process to a `LocalApp`; `headers`
+        go with the opening request (an `Origin`, say)."""
         ws: ClientConnection | LocalSocket
         if isinstance(server, LocalApp):
-            ws = LocalSocket(server, token)
+            ws = LocalSocket(server, token, headers=headers)
         else:
-            ws = connect(f"{server.ws_base}/ws?token={token}", open_timeout=10)
+            ws = connect(f"{server.ws_base}/ws?token={token}", open_timeout=10, additional_headers=headers)
         message = json.loads(ws.recv(timeout=10))
         assert message["type"] == "joined", message
         return cls(ws, message)

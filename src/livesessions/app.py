@@ -66,6 +66,7 @@ class LiveSessionsApp:
             services.settings.peer_message_rate,
             services.settings.peer_message_burst,
             (Unavailable, *services.outages),
+            origins=services.whitelisted_domains,
         )
         self._maintenance: asyncio.Task[None] | None = None
         self._preload: asyncio.Future[None] | None = None

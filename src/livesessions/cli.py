@@ -1,4 +1,5 @@
-"""The `livesessions` command: run the service, manage API keys, sign in."""
+"""The `livesessions` command: run the service, manage API keys and whitelisted
+domains, sign in."""
 
 from __future__ import annotations
 
@@ -124,6 +125,39 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id", metavar="KEY_ID", help="the key's id, as `keys list` shows it (key_…)")
     revoke.set_defaults(run=revoke_key)
     for command in (create, listing, revoke):
+        _add_setting(command, SETTINGS["data_dir"])
+        _add_setting(command, SETTINGS["database_url"])
+
+    domains = commands.add_parser(
+        "domains",
+        help="manage projects' whitelisted domains",
+        description="Show or set the browser origins a project's peers may join from (while a project's list is "
+        "not empty, a WebSocket join whose Origin names another host is closed with 4003), on the data directory "
+        "of a server (which may be running) or on the PostgreSQL database of scaled-out nodes (--database-url). "
+        "A running server applies a change within 5 seconds.",
+    )
+    domain_commands = domains.add_subparsers(dest="domains_command", metavar="COMMAND", required=True)
+    domains_list = domain_commands.add_parser(
+        "list",
+        help="list the projects that have whitelisted domains",
+        description="List every project whose list is not empty, or one wallet's project (whatever its list).",
+    )
+    domains_list.add_argument("--wallet", help="only this wallet's project")
+    domains_list.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    domains_list.set_defaults(run=list_domains)
+    domains_set = domain_commands.add_parser(
+        "set",
+        help="replace a wallet's project's whitelisted domains",
+        description="Replace the whitelisted domains of the project owned by a wallet address (made if it has "
+        "none yet). Each DOMAIN is a host, optionally with a port: app.example.com, localhost:3000, [::1]:8080 "
+        "(no scheme, no path, no wildcard; an entry without a port admits its host on any port). "
+        "No DOMAIN clears the list: every origin may join again.",
+    )
+    domains_set.add_argument("--wallet", required=True, help="the wallet address that owns the project (0x…)")
+    domains_set.add_argument("domains", nargs="*", metavar="DOMAIN", help="an allowed host[:port]")
+    domains_set.add_argument("--json", action="store_true", help="print a JSON object")
+    domains_set.set_defaults(run=set_domains)
+    for command in (domains_list, domains_set):
         _add_setting(command, SETTINGS["data_dir"])
         _add_setting(command, SETTINGS["database_url"])
 
@@ -422,6 +456,58 @@ def revoke_key(args: argparse.Namespace) -> int:
     if not _run_on_store(args, work):
         raise CommandError(f"no working API key with id {args.key_id!r} here (see `livesessions keys list`)")
     print(f"revoked {args.key_id}; it and the peer tokens it issued stop working")
+    return 0
+
+
+def list_domains(args: argparse.Namespace) -> int:
+    if args.wallet is not None and not WALLET_PATTERN.match(args.wallet):
+        raise CommandError("--wallet must be 0x followed by 40 hexadecimal digits")
+    wallet = args.wallet.lower() if args.wallet else None
+
+    async def work(store: Any) -> list[tuple[str, str, list[str]]]:
+        return list(await store.all_whitelisted_domains(wallet))
+
+    rows = _run_on_store(args, work)
+    if args.json:
+        for project_id, owner, listed in rows:
+            print(json.dumps({"projectId": project_id, "wallet": owner, "whitelistedDomains": listed}))
+        return 0
+    if not rows:
+        print(f"no project for {wallet}" if wallet else "no project has whitelisted domains: any origin may join")
+        return 0
+    table = [("PROJECT", "WALLET", "DOMAINS")]
+    table += [(project_id, owner, " ".join(listed) or "(none: any origin)") for project_id, owner, listed in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def set_domains(args: argparse.Namespace) -> int:
+    from livesessions.auth.origins import BadDomains, normalise_domains
+
+    if not WALLET_PATTERN.match(args.wallet):
+        raise CommandError("--wallet must be 0x followed by 40 hexadecimal digits")
+    try:
+        domains = normalise_domains(args.domains)
+    except BadDomains as exc:
+        raise CommandError(
+            "; ".join(why if index is None else f"{args.domains[index]!r}: {why}" for index, why in exc.problems)
+        ) from None
+
+    async def work(store: Any) -> str:
+        project = await store.project_for_wallet(args.wallet, now_ms())
+        await store.set_whitelisted_domains(project.project_id, domains)
+        return str(project.project_id)
+
+    project_id = _run_on_store(args, work)
+    wallet = args.wallet.lower()
+    if args.json:
+        print(json.dumps({"projectId": project_id, "wallet": wallet, "whitelistedDomains": domains}))
+    elif domains:
+        print(f"project {project_id} (wallet {wallet}): peers may join from {' '.join(domains)} only")
+    else:
+        print(f"project {project_id} (wallet {wallet}): no whitelisted domains; any origin may join")
     return 0
 
 

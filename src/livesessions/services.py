@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from livesessions.auth.api_keys import ApiKeys
+from livesessions.auth.origins import WhitelistedDomains
 from livesessions.auth.peer_tokens import PeerTokenCheck, PeerTokenSigner, load_or_create_key
 from livesessions.auth.rate_limits import Limiter, RateLimiter
 from livesessions.auth.wallet_sign_in import SignInPolicy, WalletSignIn
@@ -57,6 +58,8 @@ class Services:
     egress: EgressService
     links: LinkSigner
     sign_in: WalletSignIn
+    # Each project's allowed browser origins, checked on WebSocket joins.
+    whitelisted_domains: WhitelistedDomains
     key_limiter: Limiter
     sign_in_limiter: Limiter
     # Requests with a wrong API key or token, per client address.
@@ -158,6 +161,7 @@ def assemble(settings: Settings, backends: Backends, telemetry: Telemetry, clock
         egress=egress,
         links=LinkSigner(backends.link_secret),
         sign_in=WalletSignIn(store, api_keys, clock, policy, telemetry),
+        whitelisted_domains=WhitelistedDomains(store, clock),
         key_limiter=backends.key_limiter,
         sign_in_limiter=backends.sign_in_limiter,
         failed_auth_limiter=backends.failed_auth_limiter,

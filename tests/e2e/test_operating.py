@@ -304,3 +304,62 @@ def test_metrics_are_scraped_in_prometheus_format(server: Server) -> None:
     other.close()
     after = _scrape(server.base)
     assert after[("livesessions_leaves_total", ())] - before.get(("livesessions_leaves_total", ()), 0) >= 2
+
+
+def test_whitelisted_domains_are_set_and_listed_from_the_command_line(tmp_path: Path) -> None:
+    """`domains set` and `domains list` on a server's database (its data
+    directory, or scaled out its PostgreSQL database), with the server
+    running: the list holds at once for browser joins from then on, and a
+    change reaches the running server within its few seconds of caching."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    server = Server(tmp_path / "data")
+    where = ("--database-url", server.database_url) if server.database_url else ("--data-dir", str(server.data_dir))
+    wallet = new_wallet()
+    made = run("domains", "set", "--wallet", wallet, "App.Example.com", "localhost:3000", "app.example.com", *where)
+    assert made.returncode == 0, made.stderr
+    assert "app.example.com localhost:3000 only" in made.stdout
+    for bad, says in (
+        (("https://evil.example.com",), "'https://evil.example.com': give the host without a scheme"),
+        (("ok.example.com", "*.example.com"), "'*.example.com': wildcards are not supported"),
+    ):
+        refused = run("domains", "set", "--wallet", wallet, *bad, *where)
+        assert refused.returncode == 2 and says in refused.stderr, refused.stderr
+    assert run("domains", "set", "--wallet", "0x12", "a.example.com", *where).returncode == 2
+    listed = run("domains", "list", "--json", *where)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert row["wallet"] == wallet.lower() and row["whitelistedDomains"] == ["app.example.com", "localhost:3000"]
+    table = run("domains", "list", "--wallet", wallet.upper().replace("0X", "0x"), *where).stdout.splitlines()
+    assert table[0].split() == ["PROJECT", "WALLET", "DOMAINS"]
+    assert table[1].split() == [row["projectId"], wallet.lower(), "app.example.com", "localhost:3000"]
+
+    def join_from(origin: str) -> tuple[int | None, str | None] | None:
+        """None if a peer got in from this origin, else the close code and reason."""
+        ws = connect(f"{server.ws_base}/ws?token={project.token(room)}", additional_headers={"Origin": origin})
+        try:
+            if json.loads(ws.recv(timeout=5))["type"] == "joined":
+                ws.close()
+                return None
+        except ConnectionClosed:
+            pass
+        return wait_closed(ws)
+
+    server.start()
+    try:
+        project = server.project(wallet)
+        room = project.create_room()
+        assert join_from("https://evil.example.com") == (4003, "origin not allowed")
+        assert join_from("http://localhost:3000") is None
+        project.join(room).close()  # no Origin: not a browser, not affected
+
+        cleared = run("domains", "set", "--wallet", wallet, *where)
+        assert cleared.returncode == 0 and "any origin may join" in cleared.stdout
+        assert "no project has whitelisted domains" in run("domains", "list", *where).stdout
+        deadline = time.monotonic() + 10
+        while join_from("https://evil.example.com") is not None:
+            assert time.monotonic() < deadline, "the running server did not apply the cleared list"
+            time.sleep(0.2)
+    finally:
+        server.stop()

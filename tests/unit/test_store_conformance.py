@@ -242,6 +242,39 @@ def test_account_sessions_end_one_or_everywhere_and_expire(backend: Backend) -> 
     backend.run(scenario)
 
 
+def test_whitelisted_domains_are_kept_per_project_in_order(backend: Backend) -> None:
+    async def scenario(store: Any) -> None:
+        mine = await store.project_for_wallet(WALLET, 1)
+        theirs = await store.project_for_wallet(OTHER_WALLET, 2)
+        assert await store.whitelisted_domains(mine.project_id) == []
+        assert await store.whitelisted_domains("prj_missing") == []
+        assert await store.all_whitelisted_domains(None) == []
+        # one's own project is listed whatever its list; an unknown wallet has none
+        assert await store.all_whitelisted_domains(WALLET.lower()) == [(mine.project_id, WALLET.lower(), [])]
+        assert await store.all_whitelisted_domains("0xnobody") == []
+
+        domains = ["zeta.example.com", "localhost:3000", "[::1]:8080", "a.example.com"]
+        await store.set_whitelisted_domains(mine.project_id, domains)
+        await store.set_whitelisted_domains(theirs.project_id, ["theirs.example.com"])
+        await store.set_whitelisted_domains("prj_missing", ["nobody.example.com"])  # nothing to change
+        assert await store.whitelisted_domains(mine.project_id) == domains  # as given: not sorted
+        assert await store.whitelisted_domains("prj_missing") == []
+        assert await store.all_whitelisted_domains(None) == [
+            (mine.project_id, WALLET.lower(), domains),
+            (theirs.project_id, OTHER_WALLET, ["theirs.example.com"]),
+        ]
+        assert await store.all_whitelisted_domains(OTHER_WALLET) == [
+            (theirs.project_id, OTHER_WALLET, ["theirs.example.com"])
+        ]
+
+        await store.set_whitelisted_domains(mine.project_id, [])
+        assert await store.whitelisted_domains(mine.project_id) == []
+        assert await store.whitelisted_domains(theirs.project_id) == ["theirs.example.com"]
+        assert [p for p, _, _ in await store.all_whitelisted_domains(None)] == [theirs.project_id]
+
+    backend.run(scenario)
+
+
 # --- rooms ---------------------------------------------------------------------------
 
 
@@ -556,6 +589,38 @@ def test_ping_and_telemetry(backend: Backend) -> None:
         assert count and float(count[0].split()[-1]) >= 1
 
     backend.run(scenario)
+
+
+# --- SQLite only --------------------------------------------------------------------
+
+
+def test_an_embedded_database_of_the_previous_version_is_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    from livesessions.stores import sqlite as embedded
+
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    for number, script in enumerate(embedded._SCHEMA[:-1], start=1):
+        conn.executescript(script)
+        conn.execute(f"PRAGMA user_version = {number}")
+    conn.execute(
+        "INSERT INTO projects (project_id, wallet_address, created_at) VALUES ('prj_old', ?, 1)", (WALLET.lower(),)
+    )
+    conn.commit()
+    conn.close()
+
+    async def scenario() -> None:
+        store = SQLiteStore(path)
+        try:
+            assert store.db.read_one("PRAGMA user_version") == (len(embedded._SCHEMA),)
+            assert await store.whitelisted_domains("prj_old") == []
+            await store.set_whitelisted_domains("prj_old", ["app.example.com"])
+            assert await store.whitelisted_domains("prj_old") == ["app.example.com"]
+        finally:
+            store.close()
+
+    asyncio.run(scenario())
 
 
 # --- PostgreSQL only ----------------------------------------------------------------

@@ -21,6 +21,7 @@ from livesessions.domain.live import (
     LeaveOutcome,
     LiveSession,
     PeerPresence,
+    Removal,
     RoomKey,
 )
 from livesessions.domain.records import ApiKeyRecord, Metrics, Participant, Project, Room, SessionRecord
@@ -39,6 +40,16 @@ class Presence(Protocol):
     async def expire(self, now: int) -> list[EndedSession]: ...
 
     async def count_egress(self, key: RoomKey, kind: str) -> bool: ...
+
+    async def remove(self, key: RoomKey, peer_id: str, now: int) -> tuple[Removal, LeaveOutcome] | None:
+        """Take a (non-bot) peer out of the room whatever its connection (moderation);
+        None when it is not in the room."""
+        ...
+
+    async def end_session(self, key: RoomKey, now: int) -> tuple[EndedSession, list[Removal]] | None:
+        """End the room's live session now, with no grace: every member (bots
+        too) out. None when the room has no peers."""
+        ...
 
     async def live_sessions(
         self, project_id: str, after: tuple[int, str] | None = None, limit: int | None = None
@@ -113,6 +124,18 @@ class Accounts(Protocol):
 
     async def forget_expired_sign_ins(self, now: int) -> None: ...
 
+    async def whitelisted_domains(self, project_id: str) -> list[str]:
+        """The project's allowed browser origins, in the order set (empty: any
+        origin; also for a project that does not exist)."""
+
+    async def set_whitelisted_domains(self, project_id: str, domains: list[str]) -> None:
+        """Replace the project's list (already normalised); empty clears it."""
+
+    async def all_whitelisted_domains(self, wallet_address: str | None) -> list[tuple[str, str, list[str]]]:
+        """(project id, wallet, domains) of every project whose list is not
+        empty, oldest project first; or, given a (lower-case) wallet, of its
+        project whatever its list."""
+
 
 class Rooms(Protocol):
     """Rooms and their metadata."""
@@ -124,6 +147,8 @@ class Rooms(Protocol):
     async def list_rooms(self, project_id: str, offset: int, limit: int) -> tuple[list[Room], int]: ...
 
     async def set_room_metadata(self, project_id: str, room_id: str, metadata: dict[str, Any]) -> bool: ...
+
+    async def set_room_locked(self, project_id: str, room_id: str, locked: bool) -> bool: ...
 
 
 class History(Protocol):

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 
 from prometheus_client import Counter
 
+from livesessions.auth.origins import WhitelistedDomains, origin_header
 from livesessions.auth.peer_tokens import InvalidPeerToken, PeerClaims, PeerTokenCheck, RevokedKey
 from livesessions.clock import Clock
 from livesessions.domain.live import Admission, PeerPresence, RoomKey
@@ -51,6 +52,7 @@ class PeerSocket:
         message_rate: float,
         message_burst: float,
         outages: tuple[type[BaseException], ...] = (),
+        origins: WhitelistedDomains | None = None,
     ):
         self.tokens = tokens
         self.rooms = rooms
@@ -63,6 +65,8 @@ class PeerSocket:
         self.telemetry = membership.telemetry
         # What the backends raise while a store they need is out of reach.
         self.outages = outages
+        # The projects' whitelisted domains (None: every origin may join).
+        self.origins = origins
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
@@ -70,8 +74,14 @@ class PeerSocket:
         await send({"type": "websocket.accept"})
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         token = (query.get("token") or [""])[0]
+        origin = origin_header(scope)
         try:
             claims = await self.tokens.claims(token, self.clock() // 1000)
+            # A browser's join names its page's origin. The project's list comes
+            # from a per-project cache trusted for a few seconds, not a database
+            # read per join: joins come in bursts, lists rarely change (see
+            # WhitelistedDomains). Joins without an Origin skip it.
+            origin_ok = self.origins is None or await self.origins.admits(claims.project_id, origin)
             room = await self.rooms.get_room(claims.project_id, claims.room_id)
         except InvalidPeerToken as exc:
             self._refused("revoked-key" if isinstance(exc, RevokedKey) else "bad-token", scope, detail=str(exc))
@@ -79,6 +89,9 @@ class PeerSocket:
         except self.outages as exc:
             self._refused("unavailable", scope, detail=type(exc).__name__)
             return await _close(send, CloseCode.TRY_AGAIN_LATER, "service unavailable; reconnect shortly")
+        if not origin_ok:
+            self._refused("origin-not-allowed", scope, claims, detail=(origin or "")[:200])
+            return await _close(send, CloseCode.LOCKED, "origin not allowed")
         if room is None:
             self._refused("room-not-found", scope, claims)
             return await _close(send, CloseCode.ROOM_NOT_FOUND, "room not found")

@@ -700,6 +700,29 @@ class PostgresStore:
         rows = await self._pool.fetch("SELECT key_hash, id, revoked_at FROM api_keys WHERE revoked_at >= $1", since)
         return [(key_hash, key_id, revoked_at) for key_hash, key_id, revoked_at in rows]
 
+    async def whitelisted_domains(self, project_id: str) -> list[str]:
+        domains = await self._pool.fetchval(
+            "SELECT whitelisted_domains FROM projects WHERE project_id = $1", project_id
+        )
+        return list(domains) if domains is not None else []
+
+    async def set_whitelisted_domains(self, project_id: str, domains: list[str]) -> None:
+        listed = list(domains)
+
+        async def write(conn: Any) -> None:
+            await conn.execute("UPDATE projects SET whitelisted_domains = $1 WHERE project_id = $2", listed, project_id)
+
+        await self._writer.submit(write)
+
+    async def all_whitelisted_domains(self, wallet_address: str | None) -> list[tuple[str, str, list[str]]]:
+        rows = await self._pool.fetch(
+            "SELECT project_id, wallet_address, whitelisted_domains FROM projects"
+            " WHERE ($1::text IS NULL AND cardinality(whitelisted_domains) > 0) OR wallet_address = $1"
+            " ORDER BY created_at, project_id",
+            wallet_address,
+        )
+        return [(project_id, wallet, list(domains)) for project_id, wallet, domains in rows]
+
     # --- rooms ------------------------------------------------------------
 
     async def create_room(self, project_id: str, metadata: dict[str, Any] | None, locked: bool, now: int) -> Room:
@@ -747,6 +770,15 @@ class PostgresStore:
         async def write(conn: Any) -> bool:
             status = await conn.execute(
                 "UPDATE rooms SET metadata = $1 WHERE room_id = $2 AND project_id = $3", encoded, room_id, project_id
+            )
+            return _rowcount(status) == 1
+
+        return await self._writer.submit(write)
+
+    async def set_room_locked(self, project_id: str, room_id: str, locked: bool) -> bool:
+        async def write(conn: Any) -> bool:
+            status = await conn.execute(
+                "UPDATE rooms SET room_locked = $1 WHERE room_id = $2 AND project_id = $3", locked, room_id, project_id
             )
             return _rowcount(status) == 1
 

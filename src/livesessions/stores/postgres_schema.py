@@ -133,6 +133,11 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX egress_active ON egress_jobs(seq) WHERE active;
     """,
+    # version 3: the browser origins a project's peers may join from (the
+    # embedded store's version 5; empty: any)
+    """
+    ALTER TABLE projects ADD COLUMN whitelisted_domains TEXT[] NOT NULL DEFAULT '{}';
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

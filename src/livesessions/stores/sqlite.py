@@ -117,6 +117,11 @@ _SCHEMA = [
     ALTER TABLE egress_jobs ADD COLUMN failed_reason TEXT;
     ALTER TABLE egress_jobs ADD COLUMN failed_at INTEGER;
     """,
+    # version 5: the browser origins a project's peers may join from (a JSON
+    # list of hosts; empty: any)
+    """
+    ALTER TABLE projects ADD COLUMN whitelisted_domains TEXT NOT NULL DEFAULT '[]';
+    """,
 ]
 
 
@@ -338,6 +343,27 @@ class SQLiteStore:
         rows = self.db.read("SELECT key_hash, id, revoked_at FROM api_keys WHERE revoked_at >= ?", (since,))
         return [(key_hash, key_id, revoked_at) for key_hash, key_id, revoked_at in rows]
 
+    async def whitelisted_domains(self, project_id: str) -> list[str]:
+        row = self.db.read_one("SELECT whitelisted_domains FROM projects WHERE project_id = ?", (project_id,))
+        return list(orjson.loads(row[0])) if row else []
+
+    async def set_whitelisted_domains(self, project_id: str, domains: list[str]) -> None:
+        encoded = orjson.dumps(list(domains)).decode()
+        await self.db.write(
+            lambda conn: conn.execute(
+                "UPDATE projects SET whitelisted_domains = ? WHERE project_id = ?", (encoded, project_id)
+            )
+        )
+
+    async def all_whitelisted_domains(self, wallet_address: str | None) -> list[tuple[str, str, list[str]]]:
+        rows = self.db.read(
+            "SELECT project_id, wallet_address, whitelisted_domains FROM projects"
+            " WHERE (? IS NULL AND whitelisted_domains <> '[]') OR wallet_address = ?"
+            " ORDER BY created_at, project_id",
+            (wallet_address, wallet_address),
+        )
+        return [(project_id, wallet, list(orjson.loads(domains))) for project_id, wallet, domains in rows]
+
     # --- rooms ------------------------------------------------------------
 
     async def create_room(self, project_id: str, metadata: dict[str, Any] | None, locked: bool, now: int) -> Room:
@@ -381,6 +407,16 @@ class SQLiteStore:
             cursor = conn.execute(
                 "UPDATE rooms SET metadata = ? WHERE room_id = ? AND project_id = ?",
                 (encoded, room_id, project_id),
+            )
+            return cursor.rowcount == 1
+
+        return await self.db.write(write)
+
+    async def set_room_locked(self, project_id: str, room_id: str, locked: bool) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE rooms SET room_locked = ? WHERE room_id = ? AND project_id = ?",
+                (int(locked), room_id, project_id),
             )
             return cursor.rowcount == 1
 

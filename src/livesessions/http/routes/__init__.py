@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-from livesessions.http.routes import accounts, egress, history, live_sessions, meta, peer_tokens, rooms, workers
+from livesessions.http.routes import (
+    accounts,
+    domains,
+    egress,
+    history,
+    live_sessions,
+    meta,
+    moderation,
+    peer_tokens,
+    rooms,
+    workers,
+)
 from livesessions.http.routing import Operation
 
 # Every operation the service serves, in the order the document lists them.
 OPERATIONS: tuple[Operation, ...] = (
     *meta.OPERATIONS,
     *live_sessions.OPERATIONS,
+    *moderation.OPERATIONS,
     *rooms.OPERATIONS,
     *history.OPERATIONS,
     *peer_tokens.OPERATIONS,
     *egress.OPERATIONS,
     *workers.OPERATIONS,
     *accounts.OPERATIONS,
+    *domains.OPERATIONS,
 )
