@@ -104,3 +104,27 @@ def test_removing_a_peer_closes_it_and_tells_the_others(app: LocalApp, project: 
     assert back.session_id == alice.session_id
     alice.close()
     back.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/live-sessions/abc-defg-hij/peers/%20/remove",
+        "/live-sessions/abc-defg-hij/peers/" + "x" * 500 + "/remove",
+        "/live-sessions/ABC-DEFG-HIJ/end",
+        "/live-sessions/abc-defg-hij/peers/a%2Fb/remove",
+    ],
+)
+def test_moderation_of_odd_ids_is_a_clean_404(project: Project, path: str) -> None:
+    answer = project.post(SDK + path, json={})
+    assert answer.status_code == 404 and answer.json()["ok"] is False
+
+
+def test_moderation_needs_the_api_key(app: LocalApp, project: Project) -> None:
+    room = project.create_room()
+    peer = project.join(room)
+    anonymous = app.client()
+    assert anonymous.post(f"{SDK}/live-sessions/{room}/end", headers={"x-api-key": "nope"}).status_code == 401
+    assert anonymous.post(f"{SDK}/live-sessions/{room}/peers/{peer.peer_id}/remove").status_code == 401
+    assert project.live()[0]["currentPeerCount"] == 1
+    peer.close()

@@ -593,7 +593,6 @@ def _sign_in(server: Server) -> dict[str, Any]:
     return account
 
 
-@landing("GET /api/v2/sdk/get-whitelisted-domains and Origin checks on /ws")
 def test_get_whitelisted_domains_and_browser_joins(sdk: Runner, compat_server: Server) -> None:
     # A project without whitelisted domains: an empty list, and any origin joins.
     calls = sdk.run("whitelist")
