@@ -335,7 +335,7 @@ def test_recording_file_work_stays_off_the_event_loop(tmp_path: Path, monkeypatc
         assert max(took) < 0.1 and lag.worst < 0.25, (took, lag.worst)
         assert [m["payload"] for m in room.received()] == list(range(5))
         files.gate.set()  # the disk is back: everything handed over gets written
-        stopped = await services.egress.stop(room.key.project_id, room.key.room_id, "recording")
+        (stopped,) = await services.egress.stop(room.key.project_id, room.key.room_id, "recording")
         assert stopped.id == job.id and stopped.failed_reason is None
         path = services.egress.recording_path(job.id)
         content = path.read_bytes()
@@ -397,7 +397,8 @@ def test_a_stalled_disk_fails_the_recording_not_the_room(
         files.gate.set()
         again = await room.record()
         room.say("again")
-        assert (await services.egress.stop(room.key.project_id, room.key.room_id, "recording")).failed_reason is None
+        (stopped,) = await services.egress.stop(room.key.project_id, room.key.room_id, "recording")
+        assert stopped.failed_reason is None
         assert again.id != job.id
 
     run_services(tmp_path, scenario)
