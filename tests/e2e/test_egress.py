@@ -131,6 +131,10 @@ def test_a_crash_mid_recording_keeps_what_was_written(fresh_server: Server) -> N
     for i in range(3):
         peer.send({"type": "data", "to": "*", "label": "chat", "payload": i})
         other.recv_type("data")
+    # Written by the recorder's own thread a moment after the peers have it:
+    # the crash comes once it is on disk (what a crash keeps is what was written).
+    path = fresh_server.data_dir / "recordings" / f"{job_id}.jsonl"
+    assert eventually(lambda: path.exists() and path.read_bytes().count(b'"label":"chat"') == 3)
     fresh_server.stop(kill=True)
     peer.close()
     other.close()
