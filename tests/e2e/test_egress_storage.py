@@ -332,7 +332,9 @@ def test_recording_file_work_stays_off_the_event_loop(tmp_path: Path, monkeypatc
         took = [room.say(i) for i in range(5)]
         await asyncio.sleep(0.1)
         lag.stop()
-        assert max(took) < 0.1 and lag.worst < 0.25, (took, lag.worst)
+        # Bounds, not speed measures: the disk stays stalled until the gate
+        # opens below, so file work on the loop would stall it that long.
+        assert max(took) < 1.0 and lag.worst < 1.0, (took, lag.worst)
         assert [m["payload"] for m in room.received()] == list(range(5))
         files.gate.set()  # the disk is back: everything handed over gets written
         (stopped,) = await services.egress.stop(room.key.project_id, room.key.room_id, "recording")
