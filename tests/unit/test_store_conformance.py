@@ -26,7 +26,7 @@ import pytest
 
 from backends import fresh_database, postgres_admin, with_port
 from livesessions.domain.egress import EgressJob
-from livesessions.stores.postgres import PostgresStore, WriteBufferFull
+from livesessions.stores.postgres import PostgresStore, WriteBufferFull, WriteTimedOut
 from livesessions.stores.postgres_schema import LATEST, migrate, schema_version
 from livesessions.stores.sqlite import SQLiteStore
 from livesessions.telemetry import Telemetry
@@ -780,6 +780,33 @@ def _target(url: str) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", parts.port or 5432
 
 
+def test_a_write_is_waited_for_at_most_the_write_deadline_and_still_lands(pg_url: str) -> None:
+    """No caller hangs on an unreachable database: past the deadline it is
+    told so (503 for a request), and the write, still queued, lands later."""
+    asyncio.run(_truncate_all(pg_url))
+
+    async def scenario() -> None:
+        proxy = Proxy(_target(pg_url))
+        url = with_port(pg_url, await proxy.start())
+        store = await PostgresStore.connect(
+            url, retry_delay=0.01, max_retry_delay=0.05, connect_timeout=2, write_deadline=0.3
+        )
+        try:
+            proxy.cut()
+            with pytest.raises(WriteTimedOut):
+                await store.add_nonce("late", 10**15)
+            assert store.pending_writes() == 1
+            proxy.restore()
+            while store.pending_writes():
+                await asyncio.sleep(0.02)
+            assert await store.consume_nonce("late", 1) is True  # it was written after all
+        finally:
+            await store.aclose()
+            await proxy.close()
+
+    asyncio.run(scenario())
+
+
 def test_writes_wait_while_postgres_is_unreachable_and_the_buffer_is_bounded(pg_url: str) -> None:
     asyncio.run(_truncate_all(pg_url))
 
@@ -795,9 +822,10 @@ def test_writes_wait_while_postgres_is_unreachable_and_the_buffer_is_bounded(pg_
             await store.record_join(pid, room, "ses_1", 1000, "peer-0", "host", "", 1000)
 
             proxy.cut()
-            writes = [store.record_join(pid, room, "ses_1", None, f"peer-{n}", "guest", "", 1000 + n) for n in (1, 2)]
-            writes.append(store.record_exit("ses_1", "peer-1", 1500))
-            writes += [store.record_peer_metadata("ses_1", "peer-2", f"v{n}") for n in range(3)]
+            queued = [store.record_join(pid, room, "ses_1", None, f"peer-{n}", "guest", "", 1000 + n) for n in (1, 2)]
+            queued.append(store.record_exit("ses_1", "peer-1", 1500))
+            queued += [store.record_peer_metadata("ses_1", "peer-2", f"v{n}") for n in range(3)]
+            writes = [asyncio.ensure_future(write) for write in queued]
             await asyncio.sleep(0.3)
             assert not any(w.done() for w in writes)  # held, not failed
             assert store.pending_writes() == 6 and not store.accepting_writes()

@@ -23,7 +23,7 @@ from livesessions.domain.errors import Unavailable
 from livesessions.egress.links import new_secret
 from livesessions.realtime.hub import Hub
 from livesessions.services import Backends, Services, assemble
-from livesessions.stores.postgres import PostgresStore, WriteBufferFull
+from livesessions.stores.postgres import PostgresStore, WriteBufferFull, WriteTimedOut
 from livesessions.stores.redis_presence import PresenceUnavailable, RedisPresence
 from livesessions.telemetry import Telemetry
 
@@ -35,6 +35,7 @@ OUTAGES: tuple[type[BaseException], ...] = (
     RedisError,
     PresenceUnavailable,
     WriteBufferFull,
+    WriteTimedOut,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,

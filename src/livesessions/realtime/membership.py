@@ -77,7 +77,14 @@ class Membership:
             self.telemetry.leaves.inc()
         if removed and outcome is not None and not outcome.was_bot:
             self.fanout.peer_left(connection.key, connection.peer_id)
-        await persisted
+        try:
+            await persisted
+        except Exception:  # the member has left; its history write is another matter
+            log.warning(
+                "a leave is not committed to history yet (its database is slow or out of reach)",
+                extra=context(project=connection.key.project_id, room=connection.key.room_id, peer=connection.peer_id),
+                exc_info=True,
+            )
 
     async def remove(self, key: RoomKey, peer_id: str) -> bool:
         """Take a peer out for the project (moderation): its connection is

@@ -120,10 +120,17 @@ class PeerSocket:
         connection.on_abort = lambda code: self._cut_off(connection, code)
 
         writer: asyncio.Task[None] | None = None
+        unrecorded = (CloseCode.INTERNAL, "could not record the join")
         try:
             await persisted
             writer = asyncio.create_task(_drain(connection, send, self.telemetry.ws_out))
             await self._receive_loop(connection, receive)
+        except self.outages as exc:
+            # The join could not be recorded in time (its database is out of
+            # reach): the peer is told to come back, and leaves the room now.
+            self._refused("unavailable", scope, claims, detail=type(exc).__name__)
+            unrecorded = (CloseCode.TRY_AGAIN_LATER, "service unavailable; reconnect shortly")
+            connection.close(*unrecorded)
         except Exception:
             log.exception("peer connection failed")
             connection.close(CloseCode.INTERNAL, "internal error")
@@ -137,7 +144,7 @@ class PeerSocket:
                     writer.cancel()
             else:
                 with contextlib.suppress(Exception):  # the client may be gone already
-                    await _close(send, CloseCode.INTERNAL, "could not record the join")
+                    await _close(send, *unrecorded)
 
     def _refused(
         self, reason: str, scope: dict[str, Any], claims: PeerClaims | None = None, detail: str | None = None

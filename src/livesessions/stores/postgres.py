@@ -50,6 +50,12 @@ T = TypeVar("T")
 Write = Callable[[Any], Awaitable[T]]
 
 
+class WriteTimedOut(Exception):
+    """A write was not committed within the store's write deadline (PostgreSQL
+    unreachable or stalled): the caller stops waiting, answering 503 rather than
+    hanging. The write stays queued and may still be committed later."""
+
+
 class WriteBufferFull(Exception):
     """The write was not queued: PostgreSQL has been unreachable (or too slow)
     long enough that the buffer of writes waiting for it is full. Nothing was
@@ -345,6 +351,11 @@ class _Writer:
             delay = min(delay * 2, self._max_retry_delay)
 
 
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.done():
         return
@@ -394,9 +405,10 @@ def _placeholders(count: int, start: int = 1) -> str:
 class PostgresStore:
     """Open with `await PostgresStore.connect(url)`."""
 
-    def __init__(self, pool: Any, writer: _Writer) -> None:
+    def __init__(self, pool: Any, writer: _Writer, write_deadline: float = 10.0) -> None:
         self._pool = pool
         self._writer = writer
+        self._write_deadline = write_deadline
         self._loop = asyncio.get_running_loop()
         self._closing: asyncio.Task[None] | None = None
 
@@ -412,6 +424,7 @@ class PostgresStore:
         max_retry_delay: float = 2.0,
         command_timeout: float = 30.0,
         connect_timeout: float = 5.0,
+        write_deadline: float = 10.0,
     ) -> PostgresStore:
         """Migrate the database (under an advisory lock), then open the read
         pool and start the writer. `max_pending_writes` bounds the writes
@@ -434,7 +447,7 @@ class PostgresStore:
             command_timeout=command_timeout,
             connect_timeout=connect_timeout,
         )
-        return cls(pool, writer)
+        return cls(pool, writer, write_deadline)
 
     async def aclose(self, timeout: float = 10.0) -> None:
         """Commit what is queued (waiting at most `timeout` seconds), then
@@ -479,6 +492,23 @@ class PostgresStore:
             telemetry.write_queue.set(self._writer.pending())
 
         telemetry.refresh_before_scrape(queue_depth)
+
+    def _write(self, fn: Write[T]) -> Awaitable[T]:
+        """Queue a write now (in call order); awaiting it waits for its commit,
+        at most the write deadline (`write_deadline`, then WriteTimedOut)."""
+        future = self._writer.submit(fn)
+        # Retrieved here too, so that a write nobody waits for any more (its
+        # caller timed out) does not log an unretrieved exception.
+        future.add_done_callback(_consume)
+        return self._committed(future)
+
+    async def _committed(self, future: asyncio.Future[T]) -> T:
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self._write_deadline)
+        except TimeoutError:
+            raise WriteTimedOut(
+                f"PostgreSQL did not commit the write within {self._write_deadline:g} s; it stays queued"
+            ) from None
 
     def accepting_writes(self) -> bool:
         """False while a write would fail with `WriteBufferFull` (or the store
@@ -533,7 +563,7 @@ class PostgresStore:
                 return project
             return Project(*await conn.fetchrow(select, address))  # another node made it first
 
-        return await self._writer.submit(write)
+        return await self._write(write)
 
     async def add_api_key(
         self, project_id: str, key_id: str, name: str, key_hash: str, masked_key: str, now: int
@@ -550,7 +580,7 @@ class PostgresStore:
                 now,
             )
 
-        await self._writer.submit(write)
+        await self._write(write)
         return ApiKeyRecord(id=key_id, name=name, masked_key=masked_key, created_at=now, last_used_at=None)
 
     async def list_api_keys(self, project_id: str) -> list[ApiKeyRecord]:
@@ -595,7 +625,7 @@ class PostgresStore:
                 "UPDATE api_keys SET revoked_at = $1 WHERE key_hash = $2 AND revoked_at IS NULL", now, key_hash
             )
 
-        await self._writer.submit(write)
+        await self._write(write)
 
     async def record_key_use(self, last_used: dict[str, int]) -> None:
         uses = [(when, key_hash) for key_hash, when in last_used.items()]
@@ -607,7 +637,7 @@ class PostgresStore:
                     uses,
                 )
 
-        await self._writer.submit(write)
+        await self._write(write)
 
     async def first_sign_in(self, project_id: str, now: int) -> bool:
         """Mark the project's first wallet sign-in; False if it had one before."""
@@ -620,13 +650,13 @@ class PostgresStore:
             )
             return _rowcount(status) == 1
 
-        return await self._writer.submit(write)
+        return await self._write(write)
 
     async def add_nonce(self, nonce: str, expires_at: int) -> None:
         async def write(conn: Any) -> None:
             await conn.execute("INSERT INTO sign_in_nonces (nonce, expires_at) VALUES ($1, $2)", nonce, expires_at)
 
-        await self._writer.submit(write)
+        await self._write(write)
 
     async def consume_nonce(self, nonce: str, now: int) -> bool:
         """Use a nonce up: True only the first time, and only before it expires.
@@ -641,7 +671,7 @@ class PostgresStore:
             )
             return _rowcount(status) == 1
 
-        return await self._writer.submit(write)
+        return await self._write(write)
 
     async def add_account_session(self, token_hash: str, project_id: str, address: str, expires_at: int) -> None:
         async def write(conn: Any) -> None:
@@ -654,7 +684,7 @@ class PostgresStore:
                 expires_at,
             )
 
-        await self._writer.submit(write)
+        await self._write(write)
 
     async def account_session(self, token_hash: str, now: int) -> tuple[str, str] | None:
         row = await self._pool.fetchrow(
@@ -677,14 +707,14 @@ class PostgresStore:
             else:
                 await conn.execute("DELETE FROM account_sessions WHERE token_hash = $1", token_hash)
 
-        await self._writer.submit(write)
+        await self._write(write)
 
     async def forget_expired_sign_ins(self, now: int) -> None:
         async def write(conn: Any) -> None:
             await conn.execute("DELETE FROM sign_in_nonces WHERE expires_at < $1", now)
             await conn.execute("DELETE FROM account_sessions WHERE expires_at < $1", now)
 
-        await self._writer.submit(write)
+        await self._write(write)
 
     async def project_for_key_hash(self, key_hash: str) -> tuple[str, str] | None:
         row = await self._pool.fetchrow(
@@ -712,7 +742,7 @@ class PostgresStore:
         async def write(conn: Any) -> None:
             await conn.execute("UPDATE projects SET whitelisted_domains = $1 WHERE project_id = $2", listed, project_id)
 
-        await self._writer.submit(write)
+        await self._write(write)
 
     async def all_whitelisted_domains(self, wallet_address: str | None) -> list[tuple[str, str, list[str]]]:
         rows = await self._pool.fetch(
@@ -744,7 +774,7 @@ class PostgresStore:
                     return inserted
                 # that id was taken once: ids are never reused
 
-        room_id = await self._writer.submit(write)
+        room_id = await self._write(write)
         return Room(room_id=room_id, created_at=now, room_locked=locked, metadata=metadata)
 
     async def get_room(self, project_id: str, room_id: str) -> Room | None:
@@ -773,7 +803,7 @@ class PostgresStore:
             )
             return _rowcount(status) == 1
 
-        return await self._writer.submit(write)
+        return await self._write(write)
 
     async def set_room_locked(self, project_id: str, room_id: str, locked: bool) -> bool:
         async def write(conn: Any) -> bool:
@@ -782,7 +812,7 @@ class PostgresStore:
             )
             return _rowcount(status) == 1
 
-        return await self._writer.submit(write)
+        return await self._write(write)
 
     # --- session history --------------------------------------------------
     # These writes queue when called, not when awaited: callers call them
@@ -824,7 +854,7 @@ class PostgresStore:
                 now,
             )
 
-        return self._writer.submit(write)
+        return self._write(write)
 
     def record_exit(self, session_id: str, peer_id: str, now: int) -> Awaitable[None]:
         async def write(conn: Any) -> None:
@@ -838,7 +868,7 @@ class PostgresStore:
                 "UPDATE sessions SET last_seen = GREATEST(last_seen, $1) WHERE session_id = $2", now, session_id
             )
 
-        return self._writer.submit(write)
+        return self._write(write)
 
     def record_peer_metadata(self, session_id: str, peer_id: str, metadata: str) -> Awaitable[None]:
         async def write(conn: Any) -> None:
@@ -849,7 +879,7 @@ class PostgresStore:
                 peer_id,
             )
 
-        return self._writer.submit(write)
+        return self._write(write)
 
     def end_sessions(self, ended: list[tuple[str, int]]) -> Awaitable[None]:
         """Close sessions: (session_id, end_time) pairs."""
@@ -862,7 +892,7 @@ class PostgresStore:
                     rows,
                 )
 
-        return self._writer.submit(write)
+        return self._write(write)
 
     def touch_sessions(self, session_ids: list[str], now: int) -> Awaitable[None]:
         ids = list(session_ids)
@@ -875,7 +905,7 @@ class PostgresStore:
                 ids,
             )
 
-        return self._writer.submit(write)
+        return self._write(write)
 
     async def close_interrupted_sessions(self) -> int:
         """Close what a stopped or crashed process left open, at its last known time."""
@@ -887,7 +917,7 @@ class PostgresStore:
             )
             return _rowcount(await conn.execute("UPDATE sessions SET end_time = last_seen WHERE end_time IS NULL"))
 
-        return await self._writer.submit(write)
+        return await self._write(write)
 
     async def close_orphaned_sessions(self, known: list[str], stale_before: int) -> int:
         """Scaled out: close the sessions presence no longer knows (their nodes
@@ -916,7 +946,7 @@ class PostgresStore:
                 )
             )
 
-        return await self._writer.submit(write)
+        return await self._write(write)
 
     async def list_sessions(
         self, project_id: str, room_id: str, before: int | None, limit: int
@@ -994,13 +1024,13 @@ class PostgresStore:
             await conn.execute("RELEASE SAVEPOINT egress_insert")
             return True
 
-        return await self._writer.submit(write)
+        return await self._write(write)
 
     async def delete_egress_job(self, job_id: str) -> None:
         async def write(conn: Any) -> None:
             await conn.execute("DELETE FROM egress_jobs WHERE id = $1", job_id)
 
-        await self._writer.submit(write)
+        await self._write(write)
 
     async def session_end_time(self, session_id: str) -> int | None:
         end: int | None = await self._pool.fetchval(
@@ -1042,7 +1072,7 @@ class PostgresStore:
             )
             return _rowcount(status) == 1
 
-        return await self._writer.submit(write)
+        return await self._write(write)
 
     async def list_recordings(
         self, project_id: str, session_id: str | None, before: int | None, limit: int
@@ -1108,7 +1138,7 @@ class PostgresStore:
             )
             return _job(updated)
 
-        return await self._writer.submit(write)
+        return await self._write(write)
 
     async def release_expired_leases(self, now: int) -> int:
         """Give claimed media parts whose worker went silent back to the queue."""
@@ -1122,4 +1152,4 @@ class PostgresStore:
             )
             return _rowcount(status)
 
-        return await self._writer.submit(write)
+        return await self._write(write)
