@@ -77,6 +77,7 @@ class ClusterEgress:
         self._relays: dict[str, tuple[Broadcast, Connection]] = {}
         self._suspects: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._requests: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
         service.remote = self
 
@@ -212,7 +213,10 @@ class ClusterEgress:
                 while True:
                     message = await pubsub.get_message(timeout=None)
                     if message is not None and message["type"] == "message":
-                        await self._on_request(message["data"])
+                        # Each on its own: one slow stop does not hold up the others.
+                        task = asyncio.get_running_loop().create_task(self._on_request(message["data"]))
+                        self._requests.add(task)
+                        task.add_done_callback(self._requests.discard)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - reconnect whatever broke
