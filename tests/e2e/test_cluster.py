@@ -598,7 +598,13 @@ def test_room_events_survive_a_node_s_subscription_being_cut(cluster: Cluster, p
     redis = cluster.redis.client()
     try:
         for n in range(3):
-            # Redis drops every subscriber connection (as it does a client past its output buffer limit).
+            # Every node is listening again (its room-event pattern), then
+            # Redis drops every subscriber connection (as it does a client
+            # past its output buffer limit).
+            deadline = time.monotonic() + 10
+            while sum(1 for c in redis.client_list(_type="pubsub") if int(c.get("psub", 0)) > 0) < 3:
+                assert time.monotonic() < deadline, "the nodes did not subscribe again"
+                time.sleep(0.02)
             assert redis.client_kill_filter(_type="pubsub") >= 3
             sender.send({"type": "data", "to": "*", "label": "after-cut", "payload": n})
             late = project.join(n % 3, room)

@@ -66,12 +66,19 @@ def bot_peer_id(kind: EgressType, job_id: str) -> str:
 
 class ClusterEgress:
     def __init__(
-        self, service: EgressService, jobs: EgressJobs, presence: RedisPresence, redis: Redis, fanout: RedisFanout
+        self,
+        service: EgressService,
+        jobs: EgressJobs,
+        presence: RedisPresence,
+        redis: Redis,
+        subscriptions: Redis,
+        fanout: RedisFanout,
     ) -> None:
         self.service = service
         self.jobs = jobs
         self.presence = presence
         self.redis = redis
+        self.subscriptions = subscriptions
         self.fanout = fanout
         self.channel = presence.events_pattern.replace("{*}:events", "{g}:egress")
         self._relays: dict[str, tuple[Broadcast, Connection]] = {}
@@ -189,7 +196,11 @@ class ClusterEgress:
             await asyncio.sleep(ORPHAN_SWEEP_S)
             try:
                 suspects = set()
-                for job in await self.jobs.active_egress_jobs():
+                active = await self.jobs.active_egress_jobs()
+                # Relays of jobs that ended, should their "ended" have been missed.
+                for job_id in set(self._relays) - {job.id for job in active}:
+                    self._end_relay(job_id)
+                for job in active:
                     if self.service.running(job.id) is not None:
                         continue
                     key = RoomKey(job.project_id, job.room_id)
@@ -206,7 +217,7 @@ class ClusterEgress:
 
     async def _listen(self) -> None:
         while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.subscriptions.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
                 self._ready.set()

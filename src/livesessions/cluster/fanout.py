@@ -126,6 +126,9 @@ class RedisFanout:
     def metadata_updated(self, key: RoomKey, peer_id: str, metadata: str) -> None:
         pass
 
+    async def peer_gone(self, key: RoomKey, peer_id: str, connection_id: str, session_id: str | None, at: int) -> None:
+        await self._presence.announce_left(key, peer_id, connection_id, session_id, at)
+
     # Presence publishes an "evicted" event: the node holding the connection closes it.
     def evicted(self, key: RoomKey, removal: Removal, why: str) -> None:
         pass
@@ -179,7 +182,7 @@ class RedisFanout:
         received, or, if this is not the Redis it was (it came back empty,
         counting from 1 again), start over."""
         epoch = await self._presence.epoch()
-        if epoch is None or epoch != self._epoch:
+        if epoch != self._epoch:
             if self._streams:
                 log.info("Redis is not the one room events came from before; starting over")
             self.forget_received()

@@ -54,6 +54,7 @@ class NodeKeeper:
         self.interval = lease_s / 5
         self.lease_s = lease_s
         self._unknown_since: dict[str, float] = {}
+        self._must_reregister = False
         # Sessions open in history that no node holds any more (their nodes
         # died while Redis lost its data): closed once this stale.
         self._orphans = orphans
@@ -97,7 +98,12 @@ class NodeKeeper:
                 "this node's presence was lost; putting back the connections it holds",
                 extra={"why": lease.value, "node": self.presence.node_id},
             )
+            # Until it has worked: the next heartbeat renews the new lease and
+            # would not say again that anything was lost.
+            self._must_reregister = True
+        if self._must_reregister:
             await self.reregister()
+            self._must_reregister = False
         await self.reap()
         await self.membership.retry_departures()
         await self.settle_unknown_sessions()
@@ -130,14 +136,20 @@ class NodeKeeper:
             return
         self.telemetry.reaped.inc(len(departures))
         log.info("took out the members of dead nodes", extra={"count": len(departures)})
-        writes = []
+        # Every exit queued first: these members are out of Redis already,
+        # and this node alone was handed them.
+        writes = [
+            self.history.record_exit(d.outcome.session_id, d.peer_id, d.left_at)
+            for d in departures
+            if not d.outcome.was_bot and d.outcome.session_id is not None
+        ]
         for departure in departures:
-            outcome = departure.outcome
-            if outcome.was_bot:
+            if departure.outcome.was_bot:
                 for listener in self.bot_departed:
-                    await listener(departure)
-            elif outcome.session_id is not None:
-                writes.append(self.history.record_exit(outcome.session_id, departure.peer_id, departure.left_at))
+                    try:
+                        await listener(departure)
+                    except Exception:
+                        log.exception("finishing a dead node's job failed", extra={"peer": departure.peer_id})
         for write in writes:
             await write
 
@@ -166,11 +178,13 @@ class NodeKeeper:
         writes: list[Awaitable[None]] = []
         if outcome.ended is not None:
             writes.append(self.history.end_sessions([(outcome.ended.session_id, outcome.ended.end_time)]))
-        connection.seen_events = max(connection.seen_events, outcome.event_seq)
         admission = connection.admission
         if admission is None or admission.is_bot or result.status == "present":
             return writes
-        if result.status == "rejoined" or outcome.started_session:
+        # Rejoined; or put back into a session other than the one it was in
+        # (that one ended meanwhile, or a join on another node started a new
+        # one first): a stint of its own in the session it is in now.
+        if result.status == "rejoined" or outcome.started_session or outcome.session_id != connection.session_id:
             assert outcome.session_id is not None
             connection.session_id, connection.session_start = outcome.session_id, outcome.start_time
             peer = admission.peer

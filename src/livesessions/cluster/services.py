@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import asyncpg
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisError
 
 from livesessions.auth.peer_tokens import key_from_pem, new_key_pem
@@ -84,7 +84,17 @@ async def build_scaled_out_services(settings: Settings, clock: Clock = now_ms) -
         raise ConnectionError(f"cannot reach Redis at {where(settings.redis_url)}: {exc}") from None
     telemetry = Telemetry()
     presence = RedisPresence(redis, int(settings.grace_period * 1000), lease_ms=int(settings.node_lease * 1000))
-    fanout = RedisFanout(Hub(), presence, redis, telemetry)
+    # Subscriptions on a client of their own that never reconnects behind
+    # their back: a cut subscription must surface, so that what was published
+    # meanwhile is caught up from the projects' logs (cluster/fanout.py).
+    subscriptions: Redis = Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_connect_timeout=1,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=5,
+    )
+    fanout = RedisFanout(Hub(), presence, subscriptions, telemetry)
     per_minute = settings.sign_ins_per_minute
     backends = Backends(
         store=store,
@@ -116,7 +126,7 @@ async def build_scaled_out_services(settings: Settings, clock: Clock = now_ms) -
         # after their grace: older than both (with a margin) is nobody's.
         orphan_age_s=2 * settings.heartbeat_interval + settings.grace_period + 2 * settings.node_lease,
     )
-    egress = ClusterEgress(services.egress, store, presence, redis, fanout)
+    egress = ClusterEgress(services.egress, store, presence, redis, subscriptions, fanout)
     # The node running a session's recording stops it, whichever node saw
     # the session end.
     fanout.session_end_listeners.append(services.egress.session_ended)
@@ -133,6 +143,7 @@ async def build_scaled_out_services(settings: Settings, clock: Clock = now_ms) -
         await node.stop()
         await fanout.aclose()
         await store.aclose()
+        await subscriptions.aclose()
         await redis.aclose()
 
     services.on_start.append(start)

@@ -36,6 +36,10 @@ class Fanout(Protocol):
     def metadata_updated(self, key: RoomKey, peer_id: str, metadata: str) -> None:
         """Presence changed a peer's metadata."""
 
+    async def peer_gone(self, key: RoomKey, peer_id: str, connection_id: str, session_id: str | None, at: int) -> None:
+        """A peer presence no longer holds has left (its leave could not be
+        taken while presence was out of reach): tell the others."""
+
     def evicted(self, key: RoomKey, removal: Removal, why: str) -> None:
         """Presence took a member out for the project (moderation; `why` is a
         key of protocol.EVICTION_CLOSE): its connection is closed, wherever it is."""
@@ -63,6 +67,9 @@ class LocalFanout:
 
     def metadata_updated(self, key: RoomKey, peer_id: str, metadata: str) -> None:
         self.hub.broadcast(key, protocol.MetadataUpdated(peer_id, metadata))
+
+    async def peer_gone(self, key: RoomKey, peer_id: str, connection_id: str, session_id: str | None, at: int) -> None:
+        self.peer_left(key, peer_id)
 
     def evicted(self, key: RoomKey, removal: Removal, why: str) -> None:
         close_evicted(self.hub, key, removal.peer_id, removal.connection_id, why)

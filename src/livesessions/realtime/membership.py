@@ -129,6 +129,7 @@ class Membership:
                 present = await self.keeper.presence.peers(key) or []
                 if all(peer.peer_id != peer_id for peer in present):
                     persisted = self.keeper.history.record_exit(connection.session_id, peer_id, left_at)
+                    await self.fanout.peer_gone(key, peer_id, connection.id, connection.session_id, left_at)
                     if await self.keeper.presence.session_of(key) != connection.session_id:
                         _, last = self.sessions_left_unknown.get(connection.session_id, (key, left_at))
                         self.sessions_left_unknown[connection.session_id] = (key, max(last, left_at))

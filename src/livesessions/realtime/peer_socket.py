@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+import msgspec
 from prometheus_client import Counter
 
 from livesessions.auth.origins import WhitelistedDomains, origin_header
@@ -241,6 +243,10 @@ class PeerSocket:
         )
         if not changed:
             return
+        if connection.admission is not None:
+            # What the connection is put back with, should presence lose it.
+            peer = msgspec.structs.replace(connection.admission.peer, metadata=metadata)
+            connection.admission = dataclasses.replace(connection.admission, peer=peer)
         update = protocol.MetadataUpdated(connection.peer_id, metadata)
         if connection.is_bot:
             connection.push(protocol.encode(update))

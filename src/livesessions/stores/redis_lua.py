@@ -454,6 +454,24 @@ return {sid, out}
 """
 )
 
+# A peer-left for a member presence no longer holds (Redis lost it while its
+# leave could not reach Redis): the others still think it is there. Not for a
+# member back in the room, or one reaped with its node (announced then). ARGV:
+# room, peer, conn, node, session (or ''), time.
+PUBLISH_LEFT = (
+    _PROJECT_PRELUDE
+    + r"""
+local room, peer, conn, node, sid, at = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+if redis.call('HEXISTS', members_key(room, false), peer) == 1 then return 0 end
+-- Reaped with its node: its peer-left went out then.
+if redis.call('ZSCORE', base .. ':reaped', conn) then return 0 end
+publish('"type":"peer-left","room":' .. js(room) .. ',"session":' .. (sid ~= '' and js(sid) or 'null')
+  .. ',"peerId":' .. js(peer) .. ',"node":' .. js(node) .. ',"conn":' .. js(conn)
+  .. ',"reason":"left","time":' .. int(at))
+return 1
+"""
+)
+
 # A session presence lost track of (Redis came back empty after its last peer
 # left): ended at ARGV[3] unless it is the room's session again (put back by a
 # node's re-registration); remembered as ended, so no later re-registration

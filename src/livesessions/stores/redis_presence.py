@@ -87,6 +87,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from livesessions.domain.ids import new_session_id
 from livesessions.domain.live import (
@@ -329,6 +330,7 @@ class RedisPresence:
         self._deregister = script(redis_lua.DEREGISTER)
         self._publish_data = script(redis_lua.PUBLISH_DATA)
         self._end_unknown = script(redis_lua.END_UNKNOWN)
+        self._publish_left = script(redis_lua.PUBLISH_LEFT)
         self._remove_peer = script(redis_lua.REMOVE_PEER)
         self._end_session_now = script(redis_lua.END_SESSION)
 
@@ -365,10 +367,13 @@ class RedisPresence:
         events.reverse()
         return events
 
-    async def epoch(self) -> str | None:
-        """Changes whenever Redis came back empty (None until a node registers)."""
-        value = await self._redis.get(f"{self._g}:epoch")
-        return None if value is None else _text(value)
+    async def epoch(self) -> str:
+        """Changes whenever Redis came back empty: set here if no node has yet
+        (a node's next heartbeat then finds it is not the one it knew)."""
+        key = f"{self._g}:epoch"
+        await self._redis.set(key, secrets.token_hex(8), nx=True)
+        value = await self._redis.get(key)
+        return _text(value)
 
     @property
     def events_pattern(self) -> str:
@@ -507,6 +512,16 @@ class RedisPresence:
         ended = await self._end_unknown(keys=[self._base(key.project_id)], args=[key.room_id, session_id, at])
         return bool(ended)
 
+    async def announce_left(
+        self, key: RoomKey, peer_id: str, connection_id: str, session_id: str | None, at: int
+    ) -> None:
+        """Publish the peer-left of a peer presence no longer holds (unless it
+        is back in the room): its leave could not reach Redis, which then lost it."""
+        await self._publish_left(
+            keys=[self._base(key.project_id)],
+            args=[key.room_id, peer_id, connection_id, self.node_id, session_id or "", at],
+        )
+
     async def bot_present(self, key: RoomKey, peer_id: str) -> bool:
         """Whether the bot (a recorder or livestream) is in the room, on any node."""
         return bool(await self._redis.hexists(f"{self._base(key.project_id)}:b:{key.room_id}", peer_id))
@@ -622,23 +637,32 @@ class RedisPresence:
             node = _text(node_id)
             left_at = min(int(float(last_alive)), now)
             done = []
-            for project in map(_text, projects):
-                reply = await self._reap(keys=[self._base(project)], args=[node, left_at, _version_base()])
-                for room_id, peer_id, connection_id, was_bot, session_id, emptied, idle_since in reply:
-                    key = RoomKey(project, _text(room_id))
-                    if emptied and idle_since is not None:
-                        await self._became_idle(project, int(idle_since))
-                    departures.append(
-                        Departure(
-                            key=key,
-                            peer_id=_text(peer_id),
-                            connection_id=_text(connection_id),
-                            node_id=node,
-                            left_at=left_at,
-                            outcome=LeaveOutcome(_opt_text(session_id), bool(was_bot), bool(emptied)),
+            try:
+                for project in map(_text, projects):
+                    reply = await self._reap(keys=[self._base(project)], args=[node, left_at, _version_base()])
+                    done.append(project)
+                    idle = []
+                    for room_id, peer_id, connection_id, was_bot, session_id, emptied, idle_since in reply:
+                        departures.append(
+                            Departure(
+                                key=RoomKey(project, _text(room_id)),
+                                peer_id=_text(peer_id),
+                                connection_id=_text(connection_id),
+                                node_id=node,
+                                left_at=left_at,
+                                outcome=LeaveOutcome(_opt_text(session_id), bool(was_bot), bool(emptied)),
+                            )
                         )
-                    )
-                done.append(project)
+                        if emptied and idle_since is not None:
+                            idle.append(int(idle_since))
+                    for since in idle:
+                        await self._became_idle(project, since)
+            except RedisError:
+                # What was taken out is handed back all the same (it is out of
+                # Redis: nobody else gets it); the rest of the node next time.
+                if done:
+                    await self._settle_node(keys=[self._g], args=[node, *done])
+                return departures
             await self._settle_node(keys=[self._g], args=[node, *done])
         return departures
 
