@@ -208,3 +208,26 @@ def test_session_ends_reach_the_listeners() -> None:
         return ended
 
     assert asyncio.run(run()) == ["ses_9"]
+
+
+def test_a_connection_replaced_or_taken_out_before_it_was_attached_is_closed_at_once() -> None:
+    node = fanout()
+    replaced = {
+        "seq": 3,
+        "type": "replaced",
+        "room": ROOM.room_id,
+        "peerId": "alice",
+        "bot": False,
+        "node": "n1",
+        "conn": "c-alice",
+        "byNode": "n2",
+        "byConn": "c-new",
+    }
+    evicted = {"seq": 4, "type": "evicted", "room": ROOM.room_id, "peerId": "bob", "conn": "c-bob", "reason": "removed"}
+    node.feed(joined(1, "carol"), json.dumps(replaced), json.dumps(evicted))
+    alice, bob = connection("alice"), connection("bob")
+    alice.id, bob.id = "c-alice", "c-bob"
+    node.attach(alice, outcome(2))
+    node.attach(bob, outcome(2))
+    assert received(alice) == [{"close": 4009}]
+    assert received(bob) == [{"close": 4011}]

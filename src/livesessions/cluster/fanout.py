@@ -35,9 +35,9 @@ from redis.asyncio import Redis
 
 from livesessions.domain.live import EndedSession, JoinOutcome, PeerPresence, Removal, RoomKey
 from livesessions.realtime import protocol
-from livesessions.realtime.fanout import close_evicted, receives_data
+from livesessions.realtime.fanout import receives_data
 from livesessions.realtime.hub import Connection, Hub
-from livesessions.realtime.protocol import CloseCode
+from livesessions.realtime.protocol import EVICTION_CLOSE, CloseCode
 from livesessions.stores.redis_presence import (
     DataEvent,
     EvictedEvent,
@@ -108,7 +108,13 @@ class RedisFanout:
         stream = self._streams.get(connection.key.project_id)
         if stream is not None and stream.last > seen:
             for event, encoded in list(stream.recent):
-                if event.seq > seen and event.room == connection.key.room_id:
+                if event.seq <= seen or event.room != connection.key.room_id:
+                    continue
+                if isinstance(event, ReplacedEvent | EvictedEvent):
+                    # Replaced or taken out before it was even attached.
+                    if event.conn == connection.id:
+                        self._close(connection, event)
+                else:
                     self._hand(connection, event, encoded)
         return replaced
 
@@ -248,16 +254,20 @@ class RedisFanout:
         if isinstance(event, SessionEndedEvent):
             self._spawn(self._session_ended(EndedSession(key, event.session, event.end_time)))
             return
-        if isinstance(event, EvictedEvent):
-            close_evicted(self.hub, key, event.peer_id, event.conn, event.reason)
-            return
-        if isinstance(event, ReplacedEvent):
+        if isinstance(event, ReplacedEvent | EvictedEvent):
             holder = self.hub.find(key, event.peer_id)
             if holder is not None and holder.id == event.conn:
-                holder.close(CloseCode.REPLACED, "replaced by a newer connection of the same peer")
+                self._close(holder, event)
             return
         for connection in list(self.hub.room(key)):
             self._hand(connection, event, encoded)
+
+    @staticmethod
+    def _close(connection: Connection, event: ReplacedEvent | EvictedEvent) -> None:
+        if isinstance(event, EvictedEvent):
+            connection.close(*EVICTION_CLOSE[event.reason])
+        else:
+            connection.close(CloseCode.REPLACED, "replaced by a newer connection of the same peer")
 
     def _hand(self, connection: Connection, event: RoomEvent, encoded: bytes | None) -> None:
         """Give one event to one connection, if it is one for it."""
