@@ -185,19 +185,6 @@ class NodeKeeper:
         # (that one ended meanwhile, or a join on another node started a new
         # one first): a stint of its own in the session it is in now.
         if result.status == "rejoined" or outcome.started_session or outcome.session_id != connection.session_id:
-            assert outcome.session_id is not None
             connection.session_id, connection.session_start = outcome.session_id, outcome.start_time
-            peer = admission.peer
-            writes.append(
-                self.history.record_join(
-                    connection.key.project_id,
-                    connection.key.room_id,
-                    outcome.session_id,
-                    outcome.start_time if outcome.started_session else None,
-                    peer.peer_id,
-                    peer.role,
-                    peer.metadata,
-                    now,
-                )
-            )
+            writes.append(self.membership.keeper.record_stint(connection.key, outcome, admission.peer, now))
         return writes

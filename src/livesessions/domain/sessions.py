@@ -14,7 +14,15 @@ from collections.abc import Awaitable, Callable
 
 from livesessions.clock import Clock
 from livesessions.domain.errors import Unavailable
-from livesessions.domain.live import Admission, EndedSession, JoinOutcome, LeaveOutcome, Removal, RoomKey
+from livesessions.domain.live import (
+    Admission,
+    EndedSession,
+    JoinOutcome,
+    LeaveOutcome,
+    PeerPresence,
+    Removal,
+    RoomKey,
+)
 from livesessions.domain.ports import History, Presence
 from livesessions.logs import context
 
@@ -62,19 +70,23 @@ class SessionKeeper:
                         project=key.project_id, room=key.room_id, session=outcome.session_id, peer=peer.peer_id
                     ),
                 )
-            writes.append(
-                self.history.record_join(
-                    key.project_id,
-                    key.room_id,
-                    outcome.session_id,
-                    outcome.start_time if outcome.started_session else None,
-                    peer.peer_id,
-                    peer.role,
-                    peer.metadata,
-                    now,
-                )
-            )
+            writes.append(self.record_stint(key, outcome, peer, now))
         return outcome, _all(writes)
+
+    def record_stint(self, key: RoomKey, outcome: JoinOutcome, peer: PeerPresence, now: int) -> Awaitable[None]:
+        """Queue a peer's stint in the session `outcome` put it in (its start too,
+        when that session started with it)."""
+        assert outcome.session_id is not None
+        return self.history.record_join(
+            key.project_id,
+            key.room_id,
+            outcome.session_id,
+            outcome.start_time if outcome.started_session else None,
+            peer.peer_id,
+            peer.role,
+            peer.metadata,
+            now,
+        )
 
     async def leave(
         self, key: RoomKey, peer_id: str, connection_id: str, at: int | None = None
