@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 
 KEY_OVER_LIMIT = "Too many requests for this API key; slow down"
 ADDRESS_OVER_LIMIT = "Too many requests with a wrong API key or token from this address; slow down"
+# How long events stay readable for a resuming stream client (at least), and
+# delivery attempts in a webhook's log; pruned this often.
+EVENT_REPLAY_MS = 24 * 3_600_000
+DELIVERY_LOG_MS = 7 * 24 * 3_600_000
+PRUNE_EVERY_S = 300.0
 # The route label of requests no route matched (404/405).
 UNMATCHED = "(unmatched)"
 
@@ -128,7 +133,11 @@ class LiveSessionsApp:
             wait = await self.services.failed_auth_limiter.waiting(request.client_key)
             if wait:
                 return too_many(ADDRESS_OVER_LIMIT, wait)
-        if route.auth == "api_key":
+        auth = route.auth
+        if auth == "key_or_account":
+            # A browser page signed in with a wallet has no API key.
+            auth = "account" if request.header(b"x-api-key") is None and request.bearer_token else "api_key"
+        if auth == "api_key":
             found = await self.services.api_keys.project_for(request.header(b"x-api-key"))
             if found is None:
                 return await self._refuse(request, BAD_API_KEY)
@@ -136,7 +145,7 @@ class LiveSessionsApp:
             wait = await self.services.key_limiter.acquire(found.key_hash)
             if wait:
                 return too_many(KEY_OVER_LIMIT, wait)
-        elif route.auth == "account":
+        elif auth == "account":
             request.account = await self.services.sign_in.session(request.bearer_token)
             if request.account is None:
                 return await self._refuse(request, SIGN_IN_FIRST)
@@ -198,6 +207,7 @@ class LiveSessionsApp:
         tick = min(1.0, max(settings.grace_period / 4, 0.05))
         beats_per_heartbeat = max(1, round(settings.heartbeat_interval / tick))
         beats_per_lease_check = max(1, round(min(settings.worker_lease / 4, 1.0) / tick))
+        beats_per_pruning = max(1, round(PRUNE_EVERY_S / tick))
         tick_count = 0
         while True:
             await asyncio.sleep(tick)
@@ -211,8 +221,18 @@ class LiveSessionsApp:
                     await self.services.accounts.forget_expired_sign_ins(self.services.clock())
                 if tick_count % beats_per_lease_check == 0:
                     await self.services.egress.release_silent_workers()
+                if tick_count % beats_per_pruning == 0:
+                    await self._prune_events()
             except Exception:
                 log.exception("session maintenance failed")
+
+    async def _prune_events(self) -> None:
+        """Forget events no webhook waits for once they are older than a
+        stream client could resume from, and old delivery attempts."""
+        now = self.services.clock()
+        keep_events_ms = max(self.services.settings.webhook_retry_for * 1000, EVENT_REPLAY_MS)
+        await self.services.outbox.prune_events(now - int(keep_events_ms))
+        await self.services.webhooks.prune_deliveries(now - DELIVERY_LOG_MS)
 
 
 def create_app(services: Services) -> LiveSessionsApp:

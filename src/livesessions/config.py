@@ -284,6 +284,26 @@ class Settings:
     max_connections_per_client: int = setting(
         256, "open connections allowed from one client address (trusted proxies are exempt); 0: no cap", count, "N"
     )
+    webhook_retry_for: float = setting(
+        86400.0,
+        "a webhook event its endpoint keeps refusing is retried (2 s after the first failure, then doubling, at "
+        "most 5 minutes apart) for this long after it happened, then given up",
+        positive,
+        "SECONDS",
+    )
+    allow_private_webhook_urls: bool = setting(
+        False,
+        "let webhooks target loopback, private, link-local and multicast addresses (off: such URLs are refused "
+        "when registered and again when delivering, after DNS resolution)",
+        flag,
+        "yes|no",
+    )
+    event_stream_buffer: int = setting(
+        1000,
+        "events a live event stream client may fall behind by before it is sent `overflow` and disconnected",
+        positive_int,
+        "EVENTS",
+    )
     log_level: str = setting("info", "how much the service logs", choice("debug", "info", "warning", "error"), "LEVEL")
     log_format: str = setting("text", "text lines, or JSON lines for log shippers", choice("text", "json"), "FORMAT")
     access_log: bool = setting(False, "log every HTTP request (off by default: it costs throughput)", flag, "yes|no")
@@ -327,6 +347,10 @@ class Settings:
     @property
     def link_secret_path(self) -> Path:
         return self.data_dir / "link-signing.key"
+
+    @property
+    def webhook_sealing_key_path(self) -> Path:
+        return self.data_dir / "webhook-sealing.key"
 
     @property
     def recordings_dir(self) -> Path:

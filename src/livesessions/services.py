@@ -20,17 +20,20 @@ from livesessions.auth.wallet_sign_in import SignInPolicy, WalletSignIn
 from livesessions.clock import Clock, now_ms
 from livesessions.config import Settings
 from livesessions.domain.egress import EGRESS_TYPES
-from livesessions.domain.ports import Accounts, EgressJobs, History, Presence, Rooms, Store
+from livesessions.domain.ports import Accounts, EgressJobs, History, Outbox, Presence, Rooms, Store, WebhookRegistry
 from livesessions.domain.sessions import SessionKeeper
 from livesessions.egress.links import LinkSigner, load_or_create_secret
 from livesessions.egress.service import EgressService
 from livesessions.logs import context
+from livesessions.realtime.event_stream import ProjectEvents
 from livesessions.realtime.fanout import Fanout, LocalFanout
 from livesessions.realtime.hub import Hub
 from livesessions.realtime.membership import Membership
 from livesessions.stores.memory_presence import MemoryPresence
 from livesessions.stores.sqlite import SQLiteStore
 from livesessions.telemetry import Telemetry
+from livesessions.webhooks.dispatcher import Dispatcher
+from livesessions.webhooks.sealing import Sealer
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,8 @@ class Services:
     history: History
     accounts: Accounts
     jobs: EgressJobs
+    outbox: Outbox
+    webhooks: WebhookRegistry
     presence: Presence
     keeper: SessionKeeper
     api_keys: ApiKeys
@@ -58,6 +63,11 @@ class Services:
     egress: EgressService
     links: LinkSigner
     sign_in: WalletSignIn
+    # Keeps the API keys that sign webhook deliveries encrypted at rest.
+    sealer: Sealer
+    dispatcher: Dispatcher
+    # This node's live event stream clients, by project.
+    project_events: ProjectEvents
     # Each project's allowed browser origins, checked on WebSocket joins.
     whitelisted_domains: WhitelistedDomains
     key_limiter: Limiter
@@ -96,6 +106,8 @@ class Backends:
     fanout: Fanout
     signing_key: ec.EllipticCurvePrivateKey
     link_secret: bytes
+    # seals the API keys kept for signing webhook deliveries
+    sealing_secret: bytes
     key_limiter: Limiter
     sign_in_limiter: Limiter
     failed_auth_limiter: Limiter
@@ -138,6 +150,15 @@ def assemble(settings: Settings, backends: Backends, telemetry: Telemetry, clock
             telemetry.recordings_active.labels(kind).set(egress.active_count(kind))
 
     telemetry.refresh_before_scrape(refresh_gauges)
+    sealer = Sealer(backends.sealing_secret)
+    dispatcher = Dispatcher(
+        store, sealer, clock, int(settings.webhook_retry_for * 1000), settings.allow_private_webhook_urls
+    )
+    project_events = ProjectEvents(settings.event_stream_buffer)
+    # Events reach the stream's clients, and wake the dispatcher, once they
+    # are committed (and, scaled out, put in order).
+    store.on_committed(project_events.publish)
+    store.on_committed(dispatcher.wake)
     policy = SignInPolicy(
         domain=settings.siwe_domain or urlsplit(settings.base_url).netloc,
         uri=settings.siwe_uri or settings.base_url,
@@ -150,6 +171,8 @@ def assemble(settings: Settings, backends: Backends, telemetry: Telemetry, clock
         history=store,
         accounts=store,
         jobs=store,
+        outbox=store,
+        webhooks=store,
         presence=presence,
         keeper=keeper,
         api_keys=api_keys,
@@ -161,6 +184,9 @@ def assemble(settings: Settings, backends: Backends, telemetry: Telemetry, clock
         egress=egress,
         links=LinkSigner(backends.link_secret),
         sign_in=WalletSignIn(store, api_keys, clock, policy, telemetry),
+        sealer=sealer,
+        dispatcher=dispatcher,
+        project_events=project_events,
         whitelisted_domains=WhitelistedDomains(store, clock),
         key_limiter=backends.key_limiter,
         sign_in_limiter=backends.sign_in_limiter,
@@ -180,6 +206,7 @@ def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
         fanout=LocalFanout(Hub()),
         signing_key=load_or_create_key(settings.signing_key_path),
         link_secret=load_or_create_secret(settings.link_secret_path),
+        sealing_secret=load_or_create_secret(settings.webhook_sealing_key_path),
         key_limiter=key_limiter,
         sign_in_limiter=sign_in_limiter,
         failed_auth_limiter=failed_auth_limiter,
@@ -200,8 +227,12 @@ def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
             )
 
     async def close() -> None:
+        await services.dispatcher.stop()
         store.close()
 
-    services.on_start.append(recover)
+    async def dispatch() -> None:
+        services.dispatcher.start()
+
+    services.on_start.extend([recover, dispatch])
     services.on_stop.append(close)
     return services

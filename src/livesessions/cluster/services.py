@@ -103,6 +103,7 @@ async def build_scaled_out_services(settings: Settings, clock: Clock = now_ms) -
         # Made once for the whole cluster, by whichever node asks first.
         signing_key=key_from_pem(await store.secret("peer-token-key", new_key_pem), "the stored signing key"),
         link_secret=await store.secret("link-signing", new_secret),
+        sealing_secret=await store.secret("webhook-sealing", new_secret),
         # Limits hold across nodes (each falls back to this node's own
         # count while Redis is unreachable).
         key_limiter=RedisRateLimiter(redis, "key", settings.rate_limit, settings.rate_burst),
@@ -137,8 +138,11 @@ async def build_scaled_out_services(settings: Settings, clock: Clock = now_ms) -
         await node.start()
         await fanout.start()
         await egress.start()
+        # Every node delivers; the store's claims keep one event to one node.
+        services.dispatcher.start()
 
     async def stop() -> None:
+        await services.dispatcher.stop()
         await egress.aclose()
         await node.stop()
         await fanout.aclose()

@@ -10,10 +10,11 @@ the code that builds the service.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from livesessions.domain.egress import EgressJob
+from livesessions.domain.events import StoredEvent
 from livesessions.domain.live import (
     Admission,
     EndedSession,
@@ -25,9 +26,20 @@ from livesessions.domain.live import (
     RoomKey,
 )
 from livesessions.domain.records import ApiKeyRecord, Metrics, Participant, Project, Room, SessionRecord
+from livesessions.domain.webhooks import (
+    AttemptResult,
+    Delivery,
+    DeliveryLogEntry,
+    Settlement,
+    Webhook,
+    WebhookState,
+)
 
 if TYPE_CHECKING:
     from livesessions.telemetry import Telemetry
+
+
+EventsListener = Callable[[list[StoredEvent]], None]
 
 
 class Presence(Protocol):
@@ -188,6 +200,10 @@ class History(Protocol):
 
     async def session_end_time(self, session_id: str) -> int | None: ...
 
+    async def stints_since(self, project_id: str, since: int) -> list[tuple[int, int | None]]:
+        """(join time, exit time or None) of every stint of the project's
+        peers that had not ended by `since`."""
+
     # recordings and livestreams
 
 
@@ -221,7 +237,74 @@ class EgressJobs(Protocol):
     async def release_expired_leases(self, now: int) -> int: ...
 
 
-class Store(Accounts, Rooms, History, EgressJobs, Protocol):
+class Outbox(Protocol):
+    """The events the history and egress writes recorded (in the transaction
+    of the change they tell of), as the live event stream reads them back.
+
+    A project's events are ordered by `StoredEvent.position`. Test events
+    (`webhook:test`) are for one webhook only and never read back here."""
+
+    def on_committed(self, listener: EventsListener) -> None:
+        """Call `listener` on this node with events once they can be read
+        (in order): events this node wrote, and, scaled out, those other
+        nodes wrote (`sequence_events` makes them readable)."""
+
+    async def events_after(self, project_id: str, position: int, limit: int) -> list[StoredEvent]: ...
+
+    async def event_position(self, project_id: str, event_id: str) -> int | None:
+        """Where the project's event `event_id` is; None if it is not (or no
+        longer) in the log."""
+
+    async def latest_event(self, project_id: str) -> StoredEvent | None: ...
+
+    async def sequence_events(self) -> int:
+        """Scaled out, events are written by many nodes at once and put in
+        order afterwards (here); how many were. The embedded store orders
+        them as it writes them: 0."""
+
+    async def prune_events(self, before: int) -> int:
+        """Forget events older than `before` that no webhook still waits for."""
+
+
+class WebhookRegistry(Protocol):
+    """Registered webhooks and their delivery queue, one per webhook and room,
+    each delivered in order."""
+
+    async def add_webhook(self, webhook: Webhook) -> None: ...
+
+    async def webhook(self, project_id: str, webhook_id: str) -> Webhook | None: ...
+
+    async def list_webhooks(self, project_id: str) -> list[WebhookState]: ...
+
+    async def delete_webhook(self, project_id: str, webhook_id: str) -> bool: ...
+
+    async def queue_test_event(self, project_id: str, webhook_id: str, payload: dict[str, Any], now: int) -> str | None:
+        """Queue a `webhook:test` event for this (active) webhook alone; its id,
+        or None if there is no such active webhook."""
+
+    async def next_delivery_at(self) -> int | None:
+        """When the earliest unclaimed delivery is due (None: none waits)."""
+
+    async def claim_deliveries(
+        self, now: int, lease_ms: int, room_for: dict[str, int], default_room: int, limit: int
+    ) -> list[Delivery]:
+        """Claim due deliveries, each the oldest undelivered event of its
+        webhook and room, for `lease_ms`: at most `room_for[webhook]` (else
+        `default_room`) per webhook and `limit` in all."""
+
+    async def settle_delivery(self, delivery: Delivery, result: AttemptResult, settled: Settlement, now: int) -> None:
+        """Log the attempt and apply what `settle` decided."""
+
+    async def webhook_deliveries(
+        self, project_id: str, webhook_id: str, before: int | None, limit: int
+    ) -> tuple[list[DeliveryLogEntry], int | None] | None:
+        """The webhook's attempts, newest first, and the next page's cursor;
+        None if the project has no such webhook."""
+
+    async def prune_deliveries(self, before: int) -> int: ...
+
+
+class Store(Accounts, Rooms, History, EgressJobs, Outbox, WebhookRegistry, Protocol):
     """Every durable port, and the database behind them."""
 
     def close(self) -> None: ...

@@ -22,7 +22,9 @@ from livesessions.http.errors import ROUTE_NOT_FOUND, Abort, method_not_allowed,
 from livesessions.http.responses import Receive
 from livesessions.http.validation import ValidationFailed, issue, issue_from_msgspec
 
-Auth = Literal["api_key", "account", "none"]
+# Who may call a route: an API key, a wallet sign-in's account session, either
+# (read routes a browser page uses), or anyone.
+Auth = Literal["api_key", "account", "key_or_account", "none"]
 T = TypeVar("T")
 
 

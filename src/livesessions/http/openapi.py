@@ -135,6 +135,10 @@ SIGN_IN = Reply(
     SignInFirst,
     headers={"WWW-Authenticate": {"required": True, "schema": {"const": "Bearer"}}},
 )
+KEY_OR_SIGN_IN = Reply(
+    "Neither a known `x-api-key` nor (without one) a valid account session (`Authorization: Bearer`).",
+    BadApiKey | SignInFirst,
+)
 NO_ROUTE = Reply("No route has this path (a path parameter holding a `/` changes the path's shape).", RouteNotFound)
 NOT_ALLOWED = Reply(
     "The path exists, but not with this method.",
@@ -234,6 +238,7 @@ def _operation(operation: Operation, schemas: _Schemas) -> Document:
     schemes: dict[str, list[Document]] = {
         "api_key": [{API_KEY_SCHEME: []}],
         "account": [{ACCOUNT_SCHEME: []}],
+        "key_or_account": [{API_KEY_SCHEME: []}, {ACCOUNT_SCHEME: []}],
         "none": [],
     }
     security = schemes[operation.auth]
@@ -280,8 +285,8 @@ def _answers(operation: Operation, schemas: _Schemas) -> Document:
         implied[415] = NOT_JSON
     if "{" in operation.path:
         implied[404] = NO_ROUTE
-    if operation.auth == "api_key":
-        implied[401] = NO_API_KEY
+    if operation.auth in ("api_key", "key_or_account"):
+        implied[401] = NO_API_KEY if operation.auth == "api_key" else KEY_OR_SIGN_IN
         implied[429] = TOO_MANY
     elif operation.auth == "account":
         implied[401] = SIGN_IN

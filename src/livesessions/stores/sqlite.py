@@ -10,9 +10,13 @@ from typing import Any
 import msgspec
 import orjson
 
+from livesessions.domain import events
 from livesessions.domain.egress import EgressJob
+from livesessions.domain.events import StoredEvent, recording_location
 from livesessions.domain.ids import new_project_id, new_room_id
 from livesessions.domain.records import ApiKeyRecord, Metrics, Participant, Project, Room, SessionRecord
+from livesessions.stores import sqlite_events
+from livesessions.stores.sqlite_events import SQLiteEvents, emit
 from livesessions.telemetry import Telemetry
 
 _SCHEMA = [
@@ -122,6 +126,9 @@ _SCHEMA = [
     """
     ALTER TABLE projects ADD COLUMN whitelisted_domains TEXT NOT NULL DEFAULT '[]';
     """,
+    # version 6: events for webhooks and the live event stream, and the
+    # webhooks with their delivery queue
+    sqlite_events.SCHEMA,
 ]
 
 
@@ -157,11 +164,12 @@ def _job(row: tuple[Any, ...]) -> EgressJob:
     return EgressJob(**values)
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteEvents):
     def __init__(self, path: Path) -> None:
         from livesessions.stores.sqlite_database import SQLiteDatabase
 
         self.db = SQLiteDatabase(path, _migrate)
+        self._event_listeners = []
 
     def close(self) -> None:
         self.db.close()
@@ -247,11 +255,17 @@ class SQLiteStore:
         return row[0] if row else None
 
     async def revoke_api_key(self, key_hash: str, now: int) -> None:
-        await self.db.write(
-            lambda conn: conn.execute(
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE key_hash = ? AND revoked_at IS NULL", (now, key_hash)
             )
-        )
+            # Its webhooks were signed with it: nothing more is sent to them.
+            conn.execute(
+                "UPDATE webhooks SET status = 'disabled' WHERE key_id IN (SELECT id FROM api_keys WHERE key_hash = ?)",
+                (key_hash,),
+            )
+
+        await self.db.write(write)
 
     async def record_key_use(self, last_used: dict[str, int]) -> None:
         await self.db.write(
@@ -439,33 +453,56 @@ class SQLiteStore:
     ) -> Awaitable[None]:
         """A peer's stint begins; with `session_start`, so does the session."""
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: sqlite3.Connection, emitted: list[StoredEvent]) -> None:
             if session_start is not None:
                 conn.execute(
                     "INSERT INTO sessions (session_id, project_id, room_id, start_time, last_seen)"
                     " VALUES (?, ?, ?, ?, ?)",
                     (session_id, project_id, room_id, session_start, now),
                 )
-            else:
-                conn.execute(
-                    "UPDATE sessions SET last_seen = max(last_seen, ?) WHERE session_id = ?", (now, session_id)
+                emit(
+                    conn,
+                    emitted,
+                    project_id,
+                    room_id,
+                    events.MEETING_STARTED,
+                    events.meeting_started(session_id, room_id, session_start),
+                    now,
                 )
             conn.execute(
                 "INSERT INTO participants (session_id, peer_id, role, metadata, join_time) VALUES (?, ?, ?, ?, ?)",
                 (session_id, peer_id, role, metadata, now),
             )
+            # The most peers in the session at once, for `meeting:ended`.
+            conn.execute(
+                "UPDATE sessions SET last_seen = max(last_seen, ?), max_participants = max(max_participants,"
+                " (SELECT count(DISTINCT peer_id) FROM participants WHERE session_id = ? AND exit_time IS NULL))"
+                " WHERE session_id = ?",
+                (now, session_id, session_id),
+            )
+            emit(
+                conn,
+                emitted,
+                project_id,
+                room_id,
+                events.PEER_JOINED,
+                events.peer_joined(peer_id, session_id, room_id, now, metadata, role),
+                now,
+            )
 
-        return self.db.write(write)
+        return self._write_emitting(write)
 
     def record_exit(self, session_id: str, peer_id: str, now: int) -> Awaitable[None]:
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE participants SET exit_time = ? WHERE session_id = ? AND peer_id = ? AND exit_time IS NULL",
+        def write(conn: sqlite3.Connection, emitted: list[StoredEvent]) -> None:
+            stints = conn.execute(
+                "UPDATE participants SET exit_time = ? WHERE session_id = ? AND peer_id = ? AND exit_time IS NULL"
+                " RETURNING join_time, metadata, role",
                 (now, session_id, peer_id),
-            )
+            ).fetchall()
             conn.execute("UPDATE sessions SET last_seen = max(last_seen, ?) WHERE session_id = ?", (now, session_id))
+            _emit_exits(conn, emitted, session_id, [(peer_id, *stint, now) for stint in stints], now)
 
-        return self.db.write(write)
+        return self._write_emitting(write)
 
     def record_peer_metadata(self, session_id: str, peer_id: str, metadata: str) -> Awaitable[None]:
         def write(conn: sqlite3.Connection) -> None:
@@ -479,13 +516,17 @@ class SQLiteStore:
     def end_sessions(self, ended: list[tuple[str, int]]) -> Awaitable[None]:
         """Close sessions: (session_id, end_time) pairs."""
 
-        def write(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "UPDATE sessions SET end_time = ?, last_seen = ? WHERE session_id = ? AND end_time IS NULL",
-                [(end, end, session_id) for session_id, end in ended],
-            )
+        def write(conn: sqlite3.Connection, emitted: list[StoredEvent]) -> None:
+            for session_id, end in ended:
+                closed = conn.execute(
+                    "UPDATE sessions SET end_time = ?, last_seen = ? WHERE session_id = ? AND end_time IS NULL"
+                    " RETURNING session_id",
+                    (end, end, session_id),
+                ).fetchall()
+                if closed:
+                    _emit_ended(conn, emitted, session_id, end)
 
-        return self.db.write(write)
+        return self._write_emitting(write)
 
     def touch_sessions(self, session_ids: list[str], now: int) -> Awaitable[None]:
         def write(conn: sqlite3.Connection) -> None:
@@ -499,14 +540,26 @@ class SQLiteStore:
     async def close_interrupted_sessions(self) -> int:
         """Close what a stopped or crashed process left open, at its last known time."""
 
-        def write(conn: sqlite3.Connection) -> int:
-            conn.execute(
+        def write(conn: sqlite3.Connection, emitted: list[StoredEvent]) -> int:
+            exits = conn.execute(
                 "UPDATE participants SET exit_time = (SELECT max(s.last_seen, participants.join_time)"
                 " FROM sessions s WHERE s.session_id = participants.session_id) WHERE exit_time IS NULL"
-            )
-            return conn.execute("UPDATE sessions SET end_time = last_seen WHERE end_time IS NULL").rowcount
+                " RETURNING session_id, peer_id, join_time, metadata, role, exit_time"
+            ).fetchall()
+            by_session: dict[str, list[tuple[str, int, str, str, int]]] = {}
+            for session_id, *stint in sorted(exits, key=lambda row: (row[5], row[0])):
+                by_session.setdefault(session_id, []).append(tuple(stint))  # type: ignore[arg-type]
+            closed = conn.execute(
+                "UPDATE sessions SET end_time = last_seen WHERE end_time IS NULL RETURNING session_id, end_time"
+            ).fetchall()
+            for session_id, end in closed:
+                _emit_exits(conn, emitted, session_id, by_session.pop(session_id, []), end)
+                _emit_ended(conn, emitted, session_id, end)
+            for session_id, stints in by_session.items():
+                _emit_exits(conn, emitted, session_id, stints, stints[-1][4])
+            return len(closed)
 
-        return await self.db.write(write)
+        return await self._write_emitting(write)
 
     async def list_sessions(
         self, project_id: str, room_id: str, before: int | None, limit: int
@@ -565,7 +618,7 @@ class SQLiteStore:
         values["rtmp_urls"] = orjson.dumps(job.rtmp_urls).decode()
         values["active"] = int(job.active)
 
-        def write(conn: sqlite3.Connection) -> bool:
+        def write(conn: sqlite3.Connection, emitted: list[StoredEvent]) -> bool:
             try:
                 conn.execute(
                     f"INSERT INTO egress_jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * len(_JOB_FIELDS))})",
@@ -573,12 +626,23 @@ class SQLiteStore:
                 )
             except sqlite3.IntegrityError:
                 return False
+            payload = _job_payload(job)
+            emit(conn, emitted, job.project_id, job.room_id, events.RECORDING_STARTED, payload, job.started_at)
             return True
 
-        return await self.db.write(write)
+        return await self._write_emitting(write)
 
     async def delete_egress_job(self, job_id: str) -> None:
         await self.db.write(lambda conn: conn.execute("DELETE FROM egress_jobs WHERE id = ?", (job_id,)))
+
+    async def stints_since(self, project_id: str, since: int) -> list[tuple[int, int | None]]:
+        rows = self.db.read(
+            "SELECT p.join_time, p.exit_time FROM participants p JOIN sessions s ON s.session_id = p.session_id"
+            " WHERE s.project_id = ? AND (s.end_time IS NULL OR s.end_time >= ?)"
+            " AND (p.exit_time IS NULL OR p.exit_time >= ?)",
+            (project_id, since, since),
+        )
+        return [(join, leave) for join, leave in rows]
 
     async def session_end_time(self, session_id: str) -> int | None:
         row = self.db.read_one("SELECT coalesce(end_time, last_seen) FROM sessions WHERE session_id = ?", (session_id,))
@@ -604,16 +668,20 @@ class SQLiteStore:
         """Mark a job stopped (failed, with a reason); its media part is
         cancelled unless a worker has it."""
 
-        def write(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
+        def write(conn: sqlite3.Connection, emitted: list[StoredEvent]) -> bool:
+            row = conn.execute(
                 "UPDATE egress_jobs SET active = 0, stopped_at = ?, size = ?, failed_reason = ?, failed_at = ?,"
                 " media_status = CASE media_status WHEN 'pending' THEN 'cancelled' ELSE media_status END"
-                " WHERE id = ? AND active = 1",
+                f" WHERE id = ? AND active = 1 RETURNING {_JOB_COLUMNS}",
                 (stopped_at, size, failed_reason, failed_at, job_id),
-            )
-            return cursor.rowcount == 1
+            ).fetchone()
+            if row is None:
+                return False
+            job = _job(row)
+            emit(conn, emitted, job.project_id, job.room_id, events.RECORDING_ENDED, _job_payload(job), stopped_at)
+            return True
 
-        return await self.db.write(write)
+        return await self._write_emitting(write)
 
     async def list_recordings(
         self, project_id: str, session_id: str | None, before: int | None, limit: int
@@ -680,3 +748,46 @@ class SQLiteStore:
 
 def _nothing(conn: sqlite3.Connection) -> None:
     pass
+
+
+def _job_payload(job: EgressJob) -> dict[str, Any]:
+    return events.egress_job(
+        job.id,
+        job.room_id,
+        job.session_id,
+        job.type,
+        job.started_at,
+        job.stopped_at,
+        job.size,
+        recording_location(job.id),
+        job.rtmp_urls,
+    )
+
+
+def _emit_exits(
+    conn: sqlite3.Connection,
+    emitted: list[StoredEvent],
+    session_id: str,
+    stints: list[tuple[str, int, str, str, int]],
+    now: int,
+) -> None:
+    """`peer:left` for each (peer, joined at, metadata, role, left at)."""
+    if not stints:
+        return
+    project_id, room_id = conn.execute(
+        "SELECT project_id, room_id FROM sessions WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    for peer_id, joined_at, metadata, role, left_at in stints:
+        payload = events.peer_left(peer_id, session_id, room_id, joined_at, left_at, metadata, role)
+        emit(conn, emitted, project_id, room_id, events.PEER_LEFT, payload, now)
+
+
+def _emit_ended(conn: sqlite3.Connection, emitted: list[StoredEvent], session_id: str, end: int) -> None:
+    project_id, room_id, start, most = conn.execute(
+        "SELECT project_id, room_id, start_time, max_participants FROM sessions WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    (participants,) = conn.execute(
+        "SELECT count(DISTINCT peer_id) FROM participants WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    payload = events.meeting_ended(session_id, room_id, start, end, participants, most)
+    emit(conn, emitted, project_id, room_id, events.MEETING_ENDED, payload, end)

@@ -23,6 +23,8 @@ T = TypeVar("T")
 Write = Callable[[sqlite3.Connection], T]
 
 _MAX_BATCH = 1024
+# A write, its caller's future, and what to call once it is committed.
+_Item = tuple[Write[Any], "asyncio.Future[Any]", Callable[[], None] | None]
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -46,7 +48,7 @@ class SQLiteDatabase:
         finally:
             setup.close()
         self.reader = connect(path)
-        self._queue: queue.SimpleQueue[tuple[Write[Any], asyncio.Future[Any]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run_writer, name="sqlite-writer", daemon=True)
         self._closed = False
         # Told how long each commit took (on the writer thread).
@@ -57,18 +59,20 @@ class SQLiteDatabase:
         """Writes queued and not yet picked up by the writer."""
         return self._queue.qsize()
 
-    def write(self, fn: Write[T]) -> asyncio.Future[T]:
+    def write(self, fn: Write[T], on_commit: Callable[[], None] | None = None) -> asyncio.Future[T]:
         """Queue a write; the future resolves after the commit that holds it.
 
         Queue order is commit order, so callers that queue in the order their
-        state changed get the same order on disk.
+        state changed get the same order on disk. `on_commit` is called on
+        the event loop once the write is committed (whether or not anyone
+        still waits for the future), in commit order.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         if self._closed or not self._thread.is_alive():
             future.set_exception(RuntimeError("the database is closed"))
         else:
-            self._queue.put((fn, future))
+            self._queue.put((fn, future, on_commit))
         return future
 
     def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -108,12 +112,12 @@ class SQLiteDatabase:
             self._commit(conn, batch)
         conn.close()
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[tuple[Write[Any], asyncio.Future[Any]]]) -> None:
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for fn, future in batch:
+            for fn, future, _ in batch:
                 conn.execute("SAVEPOINT op")
                 try:
                     result = fn(conn)
@@ -128,10 +132,13 @@ class SQLiteDatabase:
         except Exception as exc:  # noqa: BLE001 - the whole batch failed
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            outcomes = [(future, None, exc) for _, future in batch]
+            outcomes = [(future, None, exc) for _, future, _ in batch]
         self.observe_commit(time.perf_counter() - started)
-        for future, result, error in outcomes:
-            future.get_loop().call_soon_threadsafe(_settle, future, result, error)
+        for (_, _, on_commit), (future, result, error) in zip(batch, outcomes, strict=True):
+            loop = future.get_loop()
+            if on_commit is not None and error is None:
+                loop.call_soon_threadsafe(on_commit)
+            loop.call_soon_threadsafe(_settle, future, result, error)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

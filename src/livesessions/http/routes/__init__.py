@@ -7,11 +7,13 @@ from livesessions.http.routes import (
     domains,
     egress,
     history,
+    live_events,
     live_sessions,
     meta,
     moderation,
     peer_tokens,
     rooms,
+    webhooks,
     workers,
 )
 from livesessions.http.routing import Operation
@@ -20,6 +22,7 @@ from livesessions.http.routing import Operation
 OPERATIONS: tuple[Operation, ...] = (
     *meta.OPERATIONS,
     *live_sessions.OPERATIONS,
+    *live_events.OPERATIONS,
     *moderation.OPERATIONS,
     *rooms.OPERATIONS,
     *history.OPERATIONS,
@@ -28,4 +31,5 @@ OPERATIONS: tuple[Operation, ...] = (
     *workers.OPERATIONS,
     *accounts.OPERATIONS,
     *domains.OPERATIONS,
+    *webhooks.OPERATIONS,
 )

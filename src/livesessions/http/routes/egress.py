@@ -326,6 +326,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "listRecordings",
         "Finished recordings of the project",
         TAG,
+        auth="key_or_account",
         answer=Reply("A page of finished recordings, newest first."),
         query=(SESSION_ID, LIMIT, PAGE_CURSOR),
     ),

@@ -3,12 +3,17 @@ and the project's totals."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import msgspec
+
 from livesessions.clock import Clock
 from livesessions.domain.ports import History, Rooms
 from livesessions.domain.records import Metrics, Participant, SessionRecord
 from livesessions.domain.sessions import SessionKeeper
 from livesessions.http.core import Request
 from livesessions.http.errors import SESSION_NOT_FOUND, Abort, SessionNotFound
+from livesessions.http.fields import EpochMillis
 from livesessions.http.params import PAGE_CURSOR, Integer, RequiredText
 from livesessions.http.responses import Out
 from livesessions.http.routes.rooms import NO_SUCH_ROOM, ROOM_ID, find_room
@@ -57,6 +62,38 @@ async def metrics(request: Request, history: History, keeper: SessionKeeper, clo
     return await history.metrics(request.project_id, clock())
 
 
+class PeersAt(Out):
+    at: EpochMillis
+    peers: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class ConcurrentPeers(Out):
+    points: Annotated[
+        list[PeersAt],
+        msgspec.Meta(
+            description="One point a minute, oldest first; the last is now. Each counts the peers (not bots) "
+            "connected at that instant."
+        ),
+    ]
+
+
+HOUR_MS = 3_600_000
+MINUTE_MS = 60_000
+
+
+async def concurrent_peers(request: Request, history: History, clock: Clock) -> ConcurrentPeers:
+    now = clock()
+    since = now - HOUR_MS
+    stints = await history.stints_since(request.project_id, since)
+    instants = [now - MINUTE_MS * back for back in range(HOUR_MS // MINUTE_MS, -1, -1)]
+    return ConcurrentPeers(
+        points=[
+            PeersAt(at=at, peers=sum(1 for joined, left in stints if joined <= at and (left is None or left > at)))
+            for at in instants
+        ]
+    )
+
+
 def _participants(path: str, operation_id: str, summary: str) -> Operation:
     return Operation(
         "GET",
@@ -65,6 +102,7 @@ def _participants(path: str, operation_id: str, summary: str) -> Operation:
         operation_id,
         summary,
         TAG,
+        auth="key_or_account",
         answer=Reply("Every stint of every peer, in join order."),
         errors={404: Reply("No such session in the project.", SessionNotFound)},
         query=(SESSION_ID,),
@@ -79,6 +117,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "getSessionDetails",
         "A room's sessions",
         TAG,
+        auth="key_or_account",
         answer=Reply("A page of the room's sessions, newest first."),
         errors={404: NO_SUCH_ROOM},
         query=(ROOM_ID, LIMIT, PAGE_CURSOR),
@@ -96,6 +135,17 @@ OPERATIONS: tuple[Operation, ...] = (
         "getMetrics",
         "The project's totals",
         TAG,
+        auth="key_or_account",
         answer=Reply("Totals over every session of the project."),
+    ),
+    Operation(
+        "GET",
+        f"{SDK}/metrics/concurrent-peers",
+        concurrent_peers,
+        "getConcurrentPeers",
+        "How many peers were connected, minute by minute over the last hour",
+        TAG,
+        auth="key_or_account",
+        answer=Reply("61 points, a minute apart, the last one now."),
     ),
 )

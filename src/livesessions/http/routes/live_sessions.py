@@ -147,6 +147,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "listLiveSessions",
         "Live rooms of the project",
         TAG,
+        auth="key_or_account",
         answer=Reply("Live rooms, oldest session first.", LiveSessionList),
         query=(LIMIT, CURSOR),
         description="Without query parameters every live room is listed and there is no `nextCursor`; with any, "
@@ -159,6 +160,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "getLiveSession",
         "One live room",
         TAG,
+        auth="key_or_account",
         answer=Reply("The room is live."),
         errors={404: NOT_LIVE},
         path_params=(ROOM_ID,),
@@ -180,6 +182,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "getLiveParticipants",
         "Peers in a live room",
         TAG,
+        auth="key_or_account",
         answer=Reply("The peers connected now (bots excluded)."),
         errors={404: NOT_LIVE},
         path_params=(ROOM_ID,),

@@ -210,6 +210,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "getRooms",
         "The project's rooms, a page at a time",
         TAG,
+        auth="key_or_account",
         answer=Reply("A page of rooms, newest first."),
         query=(LIMIT, PAGE),
     ),
