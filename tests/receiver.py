@@ -77,7 +77,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(length).decode()
                 got = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic())

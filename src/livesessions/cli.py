@@ -292,7 +292,14 @@ def _server(settings: Settings, services: Any) -> Any:
 
     from livesessions.app import create_app
 
-    return uvicorn.Server(_server_config(settings, create_app(services)))
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            # Live event streams never end on their own: ended first, so that
+            # the graceful shutdown does not wait its whole timeout for them.
+            services.project_events.close()
+            await super().shutdown(sockets)
+
+    return Server(_server_config(settings, create_app(services)))
 
 
 def _announce(settings: Settings) -> None:

@@ -231,6 +231,8 @@ def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
         store.close()
 
     async def dispatch() -> None:
+        # Deliveries the last run was sending when it stopped go again now.
+        await store.release_claims()
         services.dispatcher.start()
 
     services.on_start.extend([recover, dispatch])

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from receiver import Receiver, verify
 
+from receiver import Receiver, verify
 from support import LocalApp, Project, eventually
 
 HOOKS = "/api/v2/sdk/webhooks"
@@ -182,7 +182,12 @@ def test_a_failing_endpoint_is_retried_in_order_and_other_rooms_are_not_held_bac
     got = receiver.wait_for(3, timeout=20)
     stuck_peers = [r.payload["id"] for r in got if r.payload["roomId"] == stuck]
     assert stuck_peers == [a.peer_id, b.peer_id]  # in order, after 2 retries of the first
+    # the last attempt is logged just after the receiver answered it
+    assert eventually(
+        lambda: len([d for d in deliveries(project, hook["id"])["deliveries"] if d["responseStatus"] == 200]) == 3
+    )
     log = deliveries(project, hook["id"])["deliveries"]
+    assert len([d for d in log if d["responseStatus"] == 200]) == 3
     failed = [d for d in log if d["responseStatus"] == 503]
     assert len(failed) == 2 and all(d["error"].startswith("answered 503") for d in failed)
     assert [d["attempt"] for d in log if d["roomId"] == stuck][::-1] == [1, 2, 3, 1]

@@ -1,10 +1,12 @@
 """The connect-a-wallet page, end to end in headless Chromium, with an injected
-EIP-1193 provider that signs with a key made in the test."""
+EIP-1193 provider that signs with a key made in the test (test_dashboard.py
+uses the same provider)."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -12,6 +14,10 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from support import Server, required
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+    from playwright.sync_api import Browser, Page
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 REQUIRED = required()
@@ -30,13 +36,20 @@ window.ethereum = {
   },
 };
 """
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
-def test_a_person_connects_a_wallet_gets_a_key_and_revokes_it(server: Server, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
-    assert CHROMIUM, "Chromium is required here (LIVESESSIONS_REQUIRE_SERVICES or CI is set) but not installed"
-    account = Account.create()
+def wallet_page(browser: Browser, account: LocalAccount) -> tuple[Page, list[str]]:
+    """A page whose wallet (window.ethereum) is `account`, and the list that
+    collects the messages it signs."""
     signed: list[str] = []
 
     def test_sign(hex_message: str, address: str) -> str:
@@ -46,23 +59,22 @@ def test_a_person_connects_a_wallet_gets_a_key_and_revokes_it(server: Server, tm
         signature = Account.sign_message(encode_defunct(text=text), account.key).signature
         return "0x" + signature.hex().removeprefix("0x")
 
+    page = browser.new_page()
+    page.expose_function("__testSign", test_sign)
+    page.add_init_script(f"window.__testAddress = {account.address.lower()!r};" + PROVIDER)
+    return page, signed
+
+
+def test_a_person_connects_a_wallet_gets_a_key_and_revokes_it(server: Server, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM, "Chromium is required here (LIVESESSIONS_REQUIRE_SERVICES or CI is set) but not installed"
+    account = Account.create()
+
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         try:
-            page = browser.new_page()
-            page.expose_function("__testSign", test_sign)
-            page.add_init_script(f"window.__testAddress = {account.address.lower()!r};" + PROVIDER)
+            page, signed = wallet_page(browser, account)
             page.on("dialog", lambda dialog: dialog.accept())
             page.goto(server.base + "/connect")
             page.click("#connect")
@@ -113,14 +125,16 @@ def test_a_person_connects_a_wallet_gets_a_key_and_revokes_it(server: Server, tm
             browser.close()
 
 
-def test_the_page_says_so_when_there_is_no_wallet(server: Server) -> None:
+# Both pages sign in with the same script (signin.js): the dashboard at / and this one.
+@pytest.mark.parametrize("path", ["/", "/connect"])
+def test_the_page_says_so_when_there_is_no_wallet(server: Server, path: str) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         try:
             page = browser.new_page()
-            page.goto(server.base + "/")
+            page.goto(server.base + path)
             page.click("#connect")
             assert "No wallet found" in page.inner_text("#status")
         finally:

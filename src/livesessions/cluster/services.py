@@ -138,6 +138,8 @@ async def build_scaled_out_services(settings: Settings, clock: Clock = now_ms) -
         await node.start()
         await fanout.start()
         await egress.start()
+        # Listening for (and putting in order) every node's events first.
+        await store.start_events()
         # Every node delivers; the store's claims keep one event to one node.
         services.dispatcher.start()
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import msgspec
 
+from livesessions.domain.egress import EgressJob
+
 MEETING_STARTED = "meeting:started"
 MEETING_ENDED = "meeting:ended"
 PEER_JOINED = "peer:joined"
@@ -149,6 +151,20 @@ def egress_job(
                 {"duration": duration, "url": url, "startedAt": started_at, "endedAt": stopped_at} for url in rtmp_urls
             )
     return {"id": job_id, "roomId": room_id, "sessionId": session_id, "files": files, "streams": streams}
+
+
+def egress_payload(job: EgressJob) -> dict[str, Any]:
+    return egress_job(
+        job.id,
+        job.room_id,
+        job.session_id,
+        job.type,
+        job.started_at,
+        job.stopped_at,
+        job.size,
+        recording_location(job.id),
+        job.rtmp_urls,
+    )
 
 
 def webhook_test(webhook_id: str, now: int) -> dict[str, Any]:

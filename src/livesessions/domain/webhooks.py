@@ -24,7 +24,7 @@ LONGEST_RETRY_MS = 300_000
 ATTEMPT_TIMEOUT_S = 10.0
 # A claimed delivery is another node's again after this long: well past an
 # attempt's timeout, so that one event is sent by one node at a time.
-CLAIM_LEASE_MS = 60_000
+CLAIM_LEASE_MS = 30_000
 # At most this many attempts at once to one endpoint.
 PER_ENDPOINT_CONCURRENCY = 4
 # Only this much of a receiver's answer is read (and at most 200 characters of
@@ -111,6 +111,22 @@ class Settlement(msgspec.Struct, frozen=True):
     next_at: int | None = None
     # what the deliveries log says (None for a 2xx)
     error: str | None = None
+
+
+def within_room(candidates: list[Delivery], room_for: dict[str, int], default_room: int, limit: int) -> list[Delivery]:
+    """The candidates (in order) that fit each webhook's free places
+    (`room_for`, else `default_room`), at most `limit` in all."""
+    free = dict(room_for)
+    chosen = []
+    for delivery in candidates:
+        left = free.get(delivery.webhook_id, default_room)
+        if left <= 0:
+            continue
+        free[delivery.webhook_id] = left - 1
+        chosen.append(delivery)
+        if len(chosen) == limit:
+            break
+    return chosen
 
 
 def retry_delay_ms(failed_attempts: int) -> int:

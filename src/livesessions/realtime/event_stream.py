@@ -15,7 +15,7 @@ from livesessions.domain.events import StoredEvent
 
 
 class Subscription:
-    __slots__ = ("_limit", "buffer", "overflowed", "project_id", "ready")
+    __slots__ = ("_limit", "buffer", "closed", "overflowed", "project_id", "ready")
 
     def __init__(self, project_id: str, limit: int) -> None:
         self.project_id = project_id
@@ -24,6 +24,8 @@ class Subscription:
         self.ready = asyncio.Event()
         # Set once the client fell too far behind (it is then cut off).
         self.overflowed = asyncio.Event()
+        # The server is shutting down: the stream ends.
+        self.closed = False
 
     def push(self, event: StoredEvent) -> None:
         if self.overflowed.is_set():
@@ -64,6 +66,13 @@ class ProjectEvents:
         for event in events:
             for subscription in self._subscriptions.get(event.project_id, ()):
                 subscription.push(event)
+
+    def close(self) -> None:
+        """End every stream (the server is shutting down)."""
+        for found in self._subscriptions.values():
+            for subscription in found:
+                subscription.closed = True
+                subscription.ready.set()
 
     def clients(self) -> int:
         return sum(len(found) for found in self._subscriptions.values())

@@ -37,9 +37,19 @@ import asyncpg
 import msgspec
 import orjson
 
+from livesessions.domain import events
 from livesessions.domain.egress import EgressJob
 from livesessions.domain.ids import new_project_id, new_room_id
 from livesessions.domain.records import ApiKeyRecord, Metrics, Participant, Project, Room, SessionRecord
+from livesessions.stores.postgres_events import (
+    NOTIFY_UNSEQUENCED,
+    NewEvent,
+    PostgresEvents,
+    emit,
+    event_arrays,
+    insert_events,
+)
+from livesessions.stores.postgres_events import rowcount as _rowcount
 from livesessions.stores.postgres_schema import migrate
 from livesessions.telemetry import Telemetry
 
@@ -84,11 +94,6 @@ _MAX_BATCH = 1024
 
 def _unreachable(exc: BaseException, conn: Any) -> bool:
     return isinstance(exc, _UNREACHABLE) or (conn is not None and conn.is_closed())
-
-
-def _rowcount(status: str) -> int:
-    """Rows touched, from a command status such as "UPDATE 3"."""
-    return int(status.rsplit(" ", 1)[-1])
 
 
 class _CommitUnknown(Exception):
@@ -402,15 +407,29 @@ def _placeholders(count: int, start: int = 1) -> str:
     return ", ".join(f"${n}" for n in range(start, start + count))
 
 
-class PostgresStore:
-    """Open with `await PostgresStore.connect(url)`."""
+class PostgresStore(PostgresEvents):
+    """Open with `await PostgresStore.connect(url)`; then `await
+    start_events()` to follow the events every node writes (see
+    stores/postgres_events.py)."""
 
-    def __init__(self, pool: Any, writer: _Writer, write_deadline: float = 10.0) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        writer: _Writer,
+        write_deadline: float = 10.0,
+        *,
+        dsn: str | None = None,
+        connect_timeout: float = 5.0,
+    ) -> None:
         self._pool = pool
         self._writer = writer
         self._write_deadline = write_deadline
         self._loop = asyncio.get_running_loop()
         self._closing: asyncio.Task[None] | None = None
+        self._dsn = dsn if dsn is not None else writer._dsn
+        self._connect_timeout = connect_timeout
+        self._event_listeners = []
+        self._feed = None
 
     @classmethod
     async def connect(
@@ -447,7 +466,7 @@ class PostgresStore:
             command_timeout=command_timeout,
             connect_timeout=connect_timeout,
         )
-        return cls(pool, writer, write_deadline)
+        return cls(pool, writer, write_deadline, dsn=dsn, connect_timeout=connect_timeout)
 
     async def aclose(self, timeout: float = 10.0) -> None:
         """Commit what is queued (waiting at most `timeout` seconds), then
@@ -458,7 +477,9 @@ class PostgresStore:
         await asyncio.shield(self._closing)
 
     async def _close(self, timeout: float) -> None:
+        await self._stop_events()
         await self._writer.aclose(timeout)
+        await self._sequence_at_close(timeout)
         try:
             await asyncio.wait_for(self._pool.close(), timeout)
         except TimeoutError:
@@ -478,6 +499,7 @@ class PostgresStore:
             if self._closing is None:
                 self._closing = self._loop.create_task(self._close(10.0))
             return
+        self._terminate_events()
         self._writer.terminate()
         with contextlib.suppress(RuntimeError):  # the pool's loop is already closed
             self._pool.terminate()
@@ -623,6 +645,14 @@ class PostgresStore:
         async def write(conn: Any) -> None:
             await conn.execute(
                 "UPDATE api_keys SET revoked_at = $1 WHERE key_hash = $2 AND revoked_at IS NULL", now, key_hash
+            )
+            # Its webhooks were signed with it: nothing more is sent to them
+            # (what waited is dropped).
+            await conn.execute(
+                "WITH disabled AS (UPDATE webhooks SET status = 'disabled'"
+                " WHERE key_id IN (SELECT id FROM api_keys WHERE key_hash = $1) AND status <> 'disabled' RETURNING id)"
+                " DELETE FROM webhook_queue WHERE webhook_id IN (SELECT id FROM disabled)",
+                key_hash,
             )
 
         await self._write(write)
@@ -832,40 +862,56 @@ class PostgresStore:
         """A peer's stint begins; with `session_start`, so does the session."""
 
         # Scaled out, the join that started the session may be written by
-        # another node, after this one: whichever comes first makes the row,
-        # and the starting join sets its start time.
+        # another node, after this one: whichever comes first makes the row
+        # (and says the meeting started), and the starting join sets its
+        # start time.
         upsert = (
             "INSERT INTO sessions (session_id, project_id, room_id, start_time, last_seen) VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (session_id) DO UPDATE SET last_seen = GREATEST(sessions.last_seen, EXCLUDED.last_seen)"
         )
         if session_start is not None:
             upsert += ", start_time = EXCLUDED.start_time"
+        upsert += " RETURNING (xmax = 0)"
+        start = now if session_start is None else session_start
 
         async def write(conn: Any) -> None:
-            await conn.execute(
-                upsert, session_id, project_id, room_id, now if session_start is None else session_start, now
-            )
-            await conn.execute(
-                "INSERT INTO participants (session_id, peer_id, role, metadata, join_time) VALUES ($1, $2, $3, $4, $5)",
-                session_id,
-                peer_id,
-                role,
-                metadata,
-                now,
-            )
+            inserted = await conn.fetchval(upsert, session_id, project_id, room_id, start, now)
+            told = []
+            if inserted:
+                payload = events.meeting_started(session_id, room_id, start)
+                told.append(NewEvent(project_id, room_id, events.MEETING_STARTED, payload, now))
+            payload = events.peer_joined(peer_id, session_id, room_id, now, metadata, role)
+            told.append(NewEvent(project_id, room_id, events.PEER_JOINED, payload, now))
+            await conn.execute(_JOIN, session_id, peer_id, role, metadata, now, *event_arrays(told))
 
         return self._write(write)
 
     def record_exit(self, session_id: str, peer_id: str, now: int) -> Awaitable[None]:
         async def write(conn: Any) -> None:
-            await conn.execute(
-                "UPDATE participants SET exit_time = $1 WHERE session_id = $2 AND peer_id = $3 AND exit_time IS NULL",
+            stints = await conn.fetch(
+                "WITH stint AS (UPDATE participants SET exit_time = $1"
+                " WHERE session_id = $2 AND peer_id = $3 AND exit_time IS NULL"
+                " RETURNING id, join_time, metadata, role),"
+                " session AS (UPDATE sessions SET last_seen = GREATEST(last_seen, $1) WHERE session_id = $2"
+                " RETURNING project_id, room_id)"
+                " SELECT stint.id, join_time, metadata, role, project_id, room_id FROM stint, session"
+                " ORDER BY stint.id",
                 now,
                 session_id,
                 peer_id,
             )
-            await conn.execute(
-                "UPDATE sessions SET last_seen = GREATEST(last_seen, $1) WHERE session_id = $2", now, session_id
+            await emit(
+                conn,
+                [
+                    NewEvent(
+                        project_id,
+                        room_id,
+                        events.PEER_LEFT,
+                        events.peer_left(peer_id, session_id, room_id, joined_at, now, metadata, role),
+                        now,
+                    )
+                    for _, joined_at, metadata, role, project_id, room_id in stints
+                ],
             )
 
         return self._write(write)
@@ -883,14 +929,32 @@ class PostgresStore:
 
     def end_sessions(self, ended: list[tuple[str, int]]) -> Awaitable[None]:
         """Close sessions: (session_id, end_time) pairs."""
-        rows = [(end, session_id) for session_id, end in ended]
+        rows = list(ended)
 
         async def write(conn: Any) -> None:
-            if rows:
-                await conn.executemany(
-                    "UPDATE sessions SET end_time = $1, last_seen = $1 WHERE session_id = $2 AND end_time IS NULL",
-                    rows,
+            told: list[NewEvent] = []
+            for session_id, end in rows:
+                closed = await conn.fetchrow(
+                    "UPDATE sessions SET end_time = $1, last_seen = $1 WHERE session_id = $2 AND end_time IS NULL"
+                    f" RETURNING {_ENDED_COLUMNS}",
+                    end,
+                    session_id,
                 )
+                if closed is not None:
+                    project_id, room_id, start, most, participants = closed
+                    # Stints still open end with the session, before it ends:
+                    # the exits of a reaped node's peers may be recorded after
+                    # its rooms' sessions ended; they then find nothing open.
+                    stints = await conn.fetch(
+                        "UPDATE participants SET exit_time = GREATEST(join_time, $1) WHERE session_id = $2"
+                        " AND exit_time IS NULL RETURNING peer_id, join_time, metadata, role, exit_time, id",
+                        end,
+                        session_id,
+                    )
+                    ordered = [tuple(r)[:5] for r in sorted(stints, key=lambda r: (r[4], r[5]))]
+                    told += _exits(session_id, project_id, room_id, ordered, end)
+                    told.append(_ended(session_id, project_id, room_id, start, most, participants, end))
+            await emit(conn, told)
 
         return self._write(write)
 
@@ -911,11 +975,7 @@ class PostgresStore:
         """Close what a stopped or crashed process left open, at its last known time."""
 
         async def write(conn: Any) -> int:
-            await conn.execute(
-                "UPDATE participants p SET exit_time = GREATEST(s.last_seen, p.join_time)"
-                " FROM sessions s WHERE s.session_id = p.session_id AND p.exit_time IS NULL"
-            )
-            return _rowcount(await conn.execute("UPDATE sessions SET end_time = last_seen WHERE end_time IS NULL"))
+            return await _close_sessions(conn, None)
 
         return await self._write(write)
 
@@ -933,18 +993,7 @@ class PostgresStore:
             )
             if not ids:
                 return 0
-            orphans = [row[0] for row in ids]
-            await conn.execute(
-                "UPDATE participants p SET exit_time = GREATEST(s.last_seen, p.join_time) FROM sessions s"
-                " WHERE s.session_id = p.session_id AND p.exit_time IS NULL AND s.session_id = ANY($1::text[])",
-                orphans,
-            )
-            return _rowcount(
-                await conn.execute(
-                    "UPDATE sessions SET end_time = last_seen WHERE session_id = ANY($1::text[]) AND end_time IS NULL",
-                    orphans,
-                )
-            )
+            return await _close_sessions(conn, [row[0] for row in ids])
 
         return await self._write(write)
 
@@ -1022,6 +1071,18 @@ class PostgresStore:
                 await conn.execute("ROLLBACK TO SAVEPOINT egress_insert; RELEASE SAVEPOINT egress_insert")
                 return False
             await conn.execute("RELEASE SAVEPOINT egress_insert")
+            await emit(
+                conn,
+                [
+                    NewEvent(
+                        job.project_id,
+                        job.room_id,
+                        events.RECORDING_STARTED,
+                        events.egress_payload(job),
+                        job.started_at,
+                    )
+                ],
+            )
             return True
 
         return await self._write(write)
@@ -1031,6 +1092,16 @@ class PostgresStore:
             await conn.execute("DELETE FROM egress_jobs WHERE id = $1", job_id)
 
         await self._write(write)
+
+    async def stints_since(self, project_id: str, since: int) -> list[tuple[int, int | None]]:
+        rows = await self._pool.fetch(
+            "SELECT p.join_time, p.exit_time FROM participants p JOIN sessions s ON s.session_id = p.session_id"
+            " WHERE s.project_id = $1 AND (s.end_time IS NULL OR s.end_time >= $2)"
+            " AND (p.exit_time IS NULL OR p.exit_time >= $2)",
+            project_id,
+            since,
+        )
+        return [(join, leave) for join, leave in rows]
 
     async def session_end_time(self, session_id: str) -> int | None:
         end: int | None = await self._pool.fetchval(
@@ -1059,18 +1130,25 @@ class PostgresStore:
         cancelled unless a worker has it."""
 
         async def write(conn: Any) -> bool:
-            status = await conn.execute(
+            row = await conn.fetchrow(
                 "UPDATE egress_jobs SET active = false, stopped_at = $1, size = $2, failed_reason = $3,"
                 " failed_at = $4,"
                 " media_status = CASE media_status WHEN 'pending' THEN 'cancelled' ELSE media_status END"
-                " WHERE id = $5 AND active",
+                f" WHERE id = $5 AND active RETURNING {_JOB_COLUMNS}",
                 stopped_at,
                 size,
                 failed_reason,
                 failed_at,
                 job_id,
             )
-            return _rowcount(status) == 1
+            if row is None:
+                return False
+            stopped = _job(row)
+            payload = events.egress_payload(stopped)
+            await emit(
+                conn, [NewEvent(stopped.project_id, stopped.room_id, events.RECORDING_ENDED, payload, stopped_at)]
+            )
+            return True
 
         return await self._write(write)
 
@@ -1153,3 +1231,81 @@ class PostgresStore:
             return _rowcount(status)
 
         return await self._write(write)
+
+
+# The stint and the most peers in the session at once (for `meeting:ended`),
+# counting this one (the statement does not see the row it inserts), and the
+# join's events (`insert_events`).
+_JOIN = (
+    "WITH stint AS (INSERT INTO participants (session_id, peer_id, role, metadata, join_time)"
+    " VALUES ($1, $2, $3, $4, $5) RETURNING session_id),"
+    " most AS (UPDATE sessions SET max_participants = GREATEST(max_participants, (SELECT count(*) FROM"
+    " (SELECT peer_id FROM participants WHERE session_id = $1 AND exit_time IS NULL UNION SELECT $2) o))"
+    " WHERE session_id = (SELECT session_id FROM stint)),"
+    f" e AS ({insert_events(6)}) {NOTIFY_UNSEQUENCED}"
+)
+
+# What `meeting:ended` says of a session, read as it ends.
+_ENDED_COLUMNS = (
+    "project_id, room_id, start_time, max_participants,"
+    " (SELECT count(DISTINCT p.peer_id) FROM participants p WHERE p.session_id = sessions.session_id)"
+)
+
+
+def _ended(
+    session_id: str, project_id: str, room_id: str, start: int, most: int, participants: int, end: int
+) -> NewEvent:
+    payload = events.meeting_ended(session_id, room_id, start, end, participants, most)
+    return NewEvent(project_id, room_id, events.MEETING_ENDED, payload, end)
+
+
+# A stint that ended: (peer, joined at, metadata, role, left at).
+_Stint = tuple[str, int, str, str, int]
+
+
+def _exits(session_id: str, project_id: str, room_id: str, stints: list[_Stint], now: int) -> list[NewEvent]:
+    """`peer:left` for each stint, in order."""
+    return [
+        NewEvent(
+            project_id,
+            room_id,
+            events.PEER_LEFT,
+            events.peer_left(peer_id, session_id, room_id, joined_at, left_at, metadata, role),
+            now,
+        )
+        for peer_id, joined_at, metadata, role, left_at in stints
+    ]
+
+
+async def _close_sessions(conn: Any, only: list[str] | None) -> int:
+    """End open sessions (all, or those of `only`) and their open stints at
+    the last time each session was known live, saying so: each session's
+    `peer:left`s (in the order they left), then its `meeting:ended`."""
+    exits = await conn.fetch(
+        "UPDATE participants p SET exit_time = GREATEST(s.last_seen, p.join_time) FROM sessions s"
+        " WHERE s.session_id = p.session_id AND p.exit_time IS NULL"
+        " AND ($1::text[] IS NULL OR s.session_id = ANY($1::text[]))"
+        " RETURNING p.session_id, p.peer_id, p.join_time, p.metadata, p.role, p.exit_time, p.id",
+        only,
+    )
+    by_session: dict[str, list[_Stint]] = {}
+    for session_id, peer_id, joined, metadata, role, left, _ in sorted(exits, key=lambda r: (r[5], r[0], r[6])):
+        by_session.setdefault(session_id, []).append((peer_id, joined, metadata, role, left))
+    closed = await conn.fetch(
+        "UPDATE sessions SET end_time = last_seen WHERE end_time IS NULL"
+        " AND ($1::text[] IS NULL OR session_id = ANY($1::text[]))"
+        f" RETURNING seq, session_id, end_time, {_ENDED_COLUMNS}",
+        only,
+    )
+    told: list[NewEvent] = []
+    for _, session_id, end, project_id, room_id, start, most, participants in sorted(closed):
+        told += _exits(session_id, project_id, room_id, by_session.pop(session_id, []), end)
+        told.append(_ended(session_id, project_id, room_id, start, most, participants, end))
+    # Stints left open in sessions that had ended.
+    for session_id, stints in by_session.items():
+        project_id, room_id = await conn.fetchrow(
+            "SELECT project_id, room_id FROM sessions WHERE session_id = $1", session_id
+        )
+        told += _exits(session_id, project_id, room_id, stints, stints[-1][4])
+    await emit(conn, told)
+    return len(closed)

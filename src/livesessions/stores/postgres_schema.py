@@ -138,6 +138,87 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE projects ADD COLUMN whitelisted_domains TEXT[] NOT NULL DEFAULT '{}';
     """,
+    # version 4: events for webhooks and the live event stream, and the
+    # webhooks with their delivery queue (the embedded store's version 6).
+    # Nodes write events unnumbered (position NULL) in the transaction of
+    # their change; the sequencer numbers them afterwards, one at a time
+    # cluster-wide (stores/postgres_events.py).
+    """
+    ALTER TABLE sessions ADD COLUMN max_participants INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX participants_open ON participants(session_id) WHERE exit_time IS NULL;
+    CREATE TABLE webhooks (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        project_id TEXT NOT NULL REFERENCES projects(project_id),
+        key_id TEXT NOT NULL REFERENCES api_keys(id),
+        name TEXT NOT NULL,
+        url TEXT NOT NULL,
+        -- NULL: every event
+        events TEXT[],
+        sealed_key BYTEA NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('active', 'disabled')),
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX webhooks_by_project ON webhooks(project_id, seq);
+    CREATE INDEX webhooks_by_key ON webhooks(key_id);
+    CREATE TABLE events (
+        -- the order events were written in (not their commit order)
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        project_id TEXT NOT NULL,
+        room_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        -- JSON, exactly as delivered
+        payload TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        -- a test event's one webhook (NULL: every webhook that wants it)
+        webhook_id TEXT,
+        -- NULL until sequenced: the project's order, the room's 1, 2, 3...,
+        -- and the cluster's order (what each node's listener follows)
+        position BIGINT,
+        room_seq BIGINT,
+        stream_order BIGINT
+    );
+    CREATE UNIQUE INDEX events_by_project ON events(project_id, position);
+    CREATE UNIQUE INDEX events_by_stream ON events(stream_order);
+    CREATE INDEX events_unsequenced ON events(seq) WHERE position IS NULL;
+    CREATE INDEX events_by_time ON events(created_at);
+    -- the last number handed out per project (room '*'), per room ('' is the
+    -- lane of test events), and cluster-wide (project '', room '')
+    CREATE TABLE event_counters (
+        project_id TEXT NOT NULL,
+        room_id TEXT NOT NULL,
+        last BIGINT NOT NULL,
+        PRIMARY KEY (project_id, room_id)
+    );
+    CREATE TABLE webhook_queue (
+        webhook_id TEXT NOT NULL,
+        event_seq BIGINT NOT NULL,
+        room_id TEXT NOT NULL,
+        room_seq BIGINT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at BIGINT NOT NULL,
+        claimed_until BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (webhook_id, event_seq)
+    );
+    CREATE INDEX webhook_queue_lanes ON webhook_queue(webhook_id, room_id, room_seq);
+    CREATE INDEX webhook_queue_due ON webhook_queue(next_at);
+    -- what pruning asks: is this event still waited for
+    CREATE INDEX webhook_queue_by_event ON webhook_queue(event_seq);
+    CREATE TABLE webhook_deliveries (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        webhook_id TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        room_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        at BIGINT NOT NULL,
+        response_status INTEGER,
+        error TEXT
+    );
+    CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries(webhook_id, seq);
+    CREATE INDEX webhook_deliveries_by_time ON webhook_deliveries(at);
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

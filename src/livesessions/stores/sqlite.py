@@ -12,7 +12,7 @@ import orjson
 
 from livesessions.domain import events
 from livesessions.domain.egress import EgressJob
-from livesessions.domain.events import StoredEvent, recording_location
+from livesessions.domain.events import StoredEvent
 from livesessions.domain.ids import new_project_id, new_room_id
 from livesessions.domain.records import ApiKeyRecord, Metrics, Participant, Project, Room, SessionRecord
 from livesessions.stores import sqlite_events
@@ -260,10 +260,12 @@ class SQLiteStore(SQLiteEvents):
                 "UPDATE api_keys SET revoked_at = ? WHERE key_hash = ? AND revoked_at IS NULL", (now, key_hash)
             )
             # Its webhooks were signed with it: nothing more is sent to them.
-            conn.execute(
-                "UPDATE webhooks SET status = 'disabled' WHERE key_id IN (SELECT id FROM api_keys WHERE key_hash = ?)",
+            disabled = conn.execute(
+                "UPDATE webhooks SET status = 'disabled' WHERE status = 'active'"
+                " AND key_id IN (SELECT id FROM api_keys WHERE key_hash = ?) RETURNING id",
                 (key_hash,),
-            )
+            ).fetchall()
+            conn.executemany("DELETE FROM webhook_queue WHERE webhook_id = ?", disabled)
 
         await self.db.write(write)
 
@@ -524,6 +526,15 @@ class SQLiteStore(SQLiteEvents):
                     (end, end, session_id),
                 ).fetchall()
                 if closed:
+                    # Stints still open end with the session, before it ends (an
+                    # exit recorded later, scaled out after a node was reaped,
+                    # then finds nothing to close): peer:left comes first.
+                    stints = conn.execute(
+                        "UPDATE participants SET exit_time = max(join_time, ?) WHERE session_id = ?"
+                        " AND exit_time IS NULL RETURNING peer_id, join_time, metadata, role, exit_time",
+                        (end, session_id),
+                    ).fetchall()
+                    _emit_exits(conn, emitted, session_id, sorted(stints, key=lambda s: (s[4], s[1])), end)
                     _emit_ended(conn, emitted, session_id, end)
 
         return self._write_emitting(write)
@@ -548,7 +559,7 @@ class SQLiteStore(SQLiteEvents):
             ).fetchall()
             by_session: dict[str, list[tuple[str, int, str, str, int]]] = {}
             for session_id, *stint in sorted(exits, key=lambda row: (row[5], row[0])):
-                by_session.setdefault(session_id, []).append(tuple(stint))  # type: ignore[arg-type]
+                by_session.setdefault(session_id, []).append(tuple(stint))
             closed = conn.execute(
                 "UPDATE sessions SET end_time = last_seen WHERE end_time IS NULL RETURNING session_id, end_time"
             ).fetchall()
@@ -626,7 +637,7 @@ class SQLiteStore(SQLiteEvents):
                 )
             except sqlite3.IntegrityError:
                 return False
-            payload = _job_payload(job)
+            payload = events.egress_payload(job)
             emit(conn, emitted, job.project_id, job.room_id, events.RECORDING_STARTED, payload, job.started_at)
             return True
 
@@ -678,7 +689,15 @@ class SQLiteStore(SQLiteEvents):
             if row is None:
                 return False
             job = _job(row)
-            emit(conn, emitted, job.project_id, job.room_id, events.RECORDING_ENDED, _job_payload(job), stopped_at)
+            emit(
+                conn,
+                emitted,
+                job.project_id,
+                job.room_id,
+                events.RECORDING_ENDED,
+                events.egress_payload(job),
+                stopped_at,
+            )
             return True
 
         return await self._write_emitting(write)
@@ -748,20 +767,6 @@ class SQLiteStore(SQLiteEvents):
 
 def _nothing(conn: sqlite3.Connection) -> None:
     pass
-
-
-def _job_payload(job: EgressJob) -> dict[str, Any]:
-    return events.egress_job(
-        job.id,
-        job.room_id,
-        job.session_id,
-        job.type,
-        job.started_at,
-        job.stopped_at,
-        job.size,
-        recording_location(job.id),
-        job.rtmp_urls,
-    )
 
 
 def _emit_exits(

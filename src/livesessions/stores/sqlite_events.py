@@ -24,6 +24,7 @@ from livesessions.domain.webhooks import (
     Settlement,
     Webhook,
     WebhookState,
+    within_room,
 )
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ SCHEMA = """
     ) WITHOUT ROWID;
     CREATE INDEX webhook_queue_lanes ON webhook_queue(webhook_id, room_id, room_seq);
     CREATE INDEX webhook_queue_due ON webhook_queue(next_at);
+    CREATE INDEX webhook_queue_events ON webhook_queue(event_seq);
     CREATE TABLE webhook_deliveries (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         webhook_id TEXT NOT NULL,
@@ -316,9 +318,13 @@ class SQLiteEvents:
         return await self.db.write(write)
 
     async def next_delivery_at(self) -> int | None:
+        # Lane heads only: an event behind its room's head is not due before
+        # the head is settled, whatever its own next_at.
         row = self.db.read_one(
             "SELECT min(max(q.next_at, q.claimed_until)) FROM webhook_queue q"
             " JOIN webhooks w ON w.id = q.webhook_id WHERE w.status = 'active'"
+            " AND q.room_seq = (SELECT min(h.room_seq) FROM webhook_queue h"
+            " WHERE h.webhook_id = q.webhook_id AND h.room_id = q.room_id)"
         )
         return int(row[0]) if row and row[0] is not None else None
 
@@ -337,7 +343,7 @@ class SQLiteEvents:
                 " ORDER BY q.next_at, q.event_seq LIMIT ?",
                 (now, now, limit * 4),
             ).fetchall()
-            chosen = _within_room([_delivery(row) for row in rows], room_for, default_room, limit)
+            chosen = within_room([_delivery(row) for row in rows], room_for, default_room, limit)
             conn.executemany(
                 "UPDATE webhook_queue SET claimed_until = ? WHERE webhook_id = ? AND event_seq = ?",
                 [(now + lease_ms, d.webhook_id, d.event_seq) for d in chosen],
@@ -372,9 +378,18 @@ class SQLiteEvents:
             else:
                 conn.execute("DELETE FROM webhook_queue WHERE webhook_id = ? AND event_seq = ?", key)
             if settled.outcome == "disable":
+                # Nothing more is sent to it: what waited is dropped.
                 conn.execute("UPDATE webhooks SET status = 'disabled' WHERE id = ?", (delivery.webhook_id,))
+                conn.execute("DELETE FROM webhook_queue WHERE webhook_id = ?", (delivery.webhook_id,))
 
         await self.db.write(write)
+
+    async def release_claims(self) -> int:
+        """At start-up: claims left by the last run are nobody's (this process
+        is the only one), so their deliveries go again now, not after the lease."""
+        return await self.db.write(
+            lambda conn: conn.execute("UPDATE webhook_queue SET claimed_until = 0 WHERE claimed_until > 0").rowcount
+        )
 
     async def webhook_deliveries(
         self, project_id: str, webhook_id: str, before: int | None, limit: int
@@ -403,18 +418,3 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
 
 def _log_entry(row: tuple[Any, ...]) -> DeliveryLogEntry:
     return DeliveryLogEntry(**dict(zip(DeliveryLogEntry.__struct_fields__, row, strict=True)))
-
-
-def _within_room(candidates: list[Delivery], room_for: dict[str, int], default_room: int, limit: int) -> list[Delivery]:
-    """The candidates (in order) that fit each webhook's free places."""
-    free = dict(room_for)
-    chosen = []
-    for delivery in candidates:
-        left = free.get(delivery.webhook_id, default_room)
-        if left <= 0:
-            continue
-        free[delivery.webhook_id] = left - 1
-        chosen.append(delivery)
-        if len(chosen) == limit:
-            break
-    return chosen

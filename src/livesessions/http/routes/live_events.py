@@ -82,6 +82,8 @@ async def _stream(
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
+            if subscription.closed:
+                return
             if subscription.overflowed.is_set():
                 yield frame("overflow", b'{"reason":"the client fell too far behind; reconnect with Last-Event-ID"}')
                 return

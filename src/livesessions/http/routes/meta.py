@@ -1,6 +1,7 @@
 """Routes about the service itself: health and readiness, token verification
-keys, its API document and reference page, and the page where a person
-connects a wallet."""
+keys, its API document and reference page, and the pages a person uses: the
+dashboard of a project's live sessions, and the page that manages its API keys
+(both signed in with a wallet)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from livesessions.domain.ports import Presence, Store
 from livesessions.http.core import Request
 from livesessions.http.errors import ROUTE_NOT_FOUND, Abort, RouteNotFound
 from livesessions.http.responses import Out, Response, json_response
-from livesessions.http.routing import Operation, PathParam, Reply
+from livesessions.http.routing import Handler, Operation, PathParam, Reply
 from livesessions.telemetry import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from livesessions.telemetry import Telemetry
 
@@ -29,6 +30,8 @@ TAG = "meta"
 # A database slower than this to answer a trivial query is as good as down.
 READINESS_TIMEOUT_S = 2.0
 HTML = b"text/html; charset=utf-8"
+JS = b"text/javascript; charset=utf-8"
+CSS = b"text/css; charset=utf-8"
 # The reference page runs only what this service serves: scripts and styles
 # from here (Swagger UI sets inline styles), pictures from here or inline.
 DOCS_POLICY = (
@@ -37,9 +40,25 @@ DOCS_POLICY = (
 )
 # /docs/<name>: the file in livesessions.web, and its content type.
 DOCS_ASSETS = {
-    "docs.js": ("docs.js", b"text/javascript; charset=utf-8"),
-    "swagger-ui-bundle.js": ("swagger-ui/swagger-ui-bundle.js", b"text/javascript; charset=utf-8"),
-    "swagger-ui.css": ("swagger-ui/swagger-ui.css", b"text/css; charset=utf-8"),
+    "docs.js": ("docs.js", JS),
+    "swagger-ui-bundle.js": ("swagger-ui/swagger-ui-bundle.js", JS),
+    "swagger-ui.css": ("swagger-ui/swagger-ui.css", CSS),
+}
+# The dashboard runs only its own files from here, talks only to this service
+# (fetch), and has no inline script or style: room and peer metadata on it
+# come from whoever made the room or holds a peer token, and this policy keeps
+# a mistake in showing them from running anything. (Its icon is an empty
+# data: URL, so that the browser does not ask for one.)
+DASHBOARD_POLICY = (
+    b"default-src 'self'; connect-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    b"form-action 'self'; frame-ancestors 'none'"
+)
+# /assets/<name>: the pages' own scripts and style sheet. Revalidated on every
+# load (no-cache), like the pages: a page and its scripts change together.
+PAGE_ASSETS = {
+    "dashboard.js": ("dashboard.js", JS),
+    "dashboard.css": ("dashboard.css", CSS),
+    "signin.js": ("signin.js", JS),
 }
 Base64Url = Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_-]+$")]
 
@@ -141,6 +160,10 @@ async def get_openapi(request: Request, api_document: Response) -> Response:
     return api_document
 
 
+async def dashboard_page(request: Request) -> Response:
+    return _web_file("dashboard.html", HTML, b"no-cache", (b"content-security-policy", DASHBOARD_POLICY))
+
+
 async def connect_page(request: Request) -> Response:
     return _web_file("connect.html", HTML, b"no-cache")
 
@@ -150,20 +173,28 @@ async def docs_page(request: Request) -> Response:
 
 
 async def docs_asset(request: Request) -> Response:
-    found = DOCS_ASSETS.get(request.path_params["asset"])
+    return _asset(request, DOCS_ASSETS, b"public, max-age=3600")
+
+
+async def page_asset(request: Request) -> Response:
+    return _asset(request, PAGE_ASSETS, b"no-cache")
+
+
+def _asset(request: Request, assets: dict[str, tuple[str, bytes]], cache_control: bytes) -> Response:
+    found = assets.get(request.path_params["asset"])
     if found is None:
         raise Abort(ROUTE_NOT_FOUND)
     name, content_type = found
-    return _web_file(name, content_type, b"public, max-age=3600")
+    return _web_file(name, content_type, cache_control)
 
 
-def _page(path: str, operation_id: str) -> Operation:
+def _page(path: str, handler: Handler, operation_id: str, summary: str) -> Operation:
     return Operation(
         "GET",
         path,
-        connect_page,
+        handler,
         operation_id,
-        "The page where a person connects a wallet to get an API key",
+        summary,
         "accounts",
         auth="none",
         answer=Reply(
@@ -173,8 +204,13 @@ def _page(path: str, operation_id: str) -> Operation:
 
 
 OPERATIONS: tuple[Operation, ...] = (
-    _page("/", "connectPage"),
-    _page("/connect", "connectPageAlias"),
+    _page(
+        "/",
+        dashboard_page,
+        "dashboardPage",
+        "The dashboard of a wallet's project: live sessions, rooms, recordings and webhooks",
+    ),
+    _page("/connect", connect_page, "connectPage", "The page where a person connects a wallet to manage API keys"),
     Operation(
         "GET",
         "/api/v2/sdk",
@@ -264,5 +300,17 @@ OPERATIONS: tuple[Operation, ...] = (
         answer=Reply("The file.", media_types=("text/javascript", "text/css")),
         errors={404: Reply("The page has no such file.", RouteNotFound)},
         path_params=(PathParam("asset", "The file's name.", "docs.js"),),
+    ),
+    Operation(
+        "GET",
+        "/assets/{asset}",
+        page_asset,
+        "pageAsset",
+        "A script or style sheet of the dashboard and the connect page",
+        "accounts",
+        auth="none",
+        answer=Reply("The file.", media_types=("text/javascript", "text/css")),
+        errors={404: Reply("The pages have no such file.", RouteNotFound)},
+        path_params=(PathParam("asset", "The file's name.", "dashboard.js"),),
     ),
 )

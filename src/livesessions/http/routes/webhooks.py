@@ -54,17 +54,14 @@ class NewWebhook(msgspec.Struct, forbid_unknown_fields=True):
         ),
     ]
     name: Annotated[str, msgspec.Meta(max_length=MAX_NAME, description="A label (default: the URL's host).")] = ""
-    events: (
-        Annotated[list[EventName], msgspec.Meta(min_length=1, max_length=len(events.EVENT_NAMES))]  # type: ignore[valid-type]
-        | None
-    ) = None
+    events: Annotated[list[EventName], msgspec.Meta(min_length=1, max_length=len(events.EVENT_NAMES))] | None = None
 
 
 class WebhookOut(Out):
     id: WebhookId
     name: str
     url: str
-    events: list[EventName]  # type: ignore[valid-type]
+    events: list[EventName]
     status: Literal["active", "disabled"]
     createdAt: EpochMillis
 
@@ -84,7 +81,7 @@ class ListedWebhook(Out):
     id: WebhookId
     name: str
     url: str
-    events: list[EventName]  # type: ignore[valid-type]
+    events: list[EventName]
     status: Literal["active", "disabled"]
     createdAt: EpochMillis
     pending: Annotated[int, msgspec.Meta(ge=0, description="Events queued and not yet delivered or given up.")]
