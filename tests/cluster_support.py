@@ -73,6 +73,8 @@ CLUSTER_OPTIONS: dict[str, Any] = {
     "rate-limit": 0,
     "peer-message-rate": 1000,
     "peer-message-burst": 1000,
+    # webhook tests deliver to a receiver on 127.0.0.1
+    "allow-private-webhook-urls": "yes",
 }
 
 

@@ -69,6 +69,8 @@ class Receiver:
         self.received: list[Received] = []
         self.attempts = 0
         self.answer: Callable[[Received], Answer] = lambda _: (200, 0.0, {})
+        # the body of every answer
+        self.body = b"ok"
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self.start()
@@ -92,9 +94,9 @@ class Receiver:
                     self.send_response(status)
                     for name, value in headers.items():
                         self.send_header(name, value)
-                    self.send_header("content-length", "2")
+                    self.send_header("content-length", str(len(receiver.body)))
                     self.end_headers()
-                    self.wfile.write(b"ok")
+                    self.wfile.write(receiver.body)
                 except OSError:
                     pass
 

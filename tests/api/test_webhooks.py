@@ -299,3 +299,124 @@ def test_unknown_or_foreign_webhooks_are_404(hooks_app: LocalApp, receiver: Rece
     assert project.http.delete(f"{HOOKS}/{hook['id']}").status_code == 204
     assert listed(project) == []
     assert project.http.delete(f"{HOOKS}/{hook['id']}").status_code == 404
+
+
+def test_bots_make_no_peer_events(hooks_app: LocalApp, receiver: Receiver) -> None:
+    project = hooks_app.project()
+    register(project, receiver.url)
+    room = project.create_room()
+    peer = project.join(room)
+    start = {"roomId": room, "token": project.token(room), "type": "recording"}
+    assert project.post("/api/v1/recording/start", json=start).status_code == 200
+    assert project.post("/api/v1/recording/stop", json={"roomId": room}).status_code == 200
+    peer.leave()
+    hooks_app.advance(2)
+    got = receiver.wait_for(6)
+    assert [r.event for r in got] == [
+        "meeting:started",
+        "peer:joined",
+        "recording:started",
+        "recording:ended",
+        "peer:left",
+        "meeting:ended",
+    ]
+    assert {r.payload["id"] for r in got if r.event.startswith("peer:")} == {peer.peer_id}
+
+
+def test_an_event_refused_past_the_retry_window_is_given_up_and_logged(
+    make_app: Callable[..., LocalApp], receiver: Receiver
+) -> None:
+    hooks_app = make_app(allow_private_webhook_urls=True, webhook_retry_for=5)
+    project = hooks_app.project()
+    hook = register(project, receiver.url)
+    receiver.answer = lambda _: (500, 0.0, {})
+    test = project.post(f"{HOOKS}/{hook['id']}/test").json()["eventId"]
+    # 2 s, then 4 s: the second retry would fall past the 5 s window
+    log = eventually(
+        lambda: [d for d in deliveries(project, hook["id"])["deliveries"] if "given up" in (d["error"] or "")],
+        timeout=15,
+    )
+    (given_up,) = log
+    assert given_up["eventId"] == test and given_up["attempt"] == 2
+    assert given_up["error"].startswith("given up after 2 attempts: answered 500")
+    assert listed(project)[0]["pending"] == 0 and listed(project)[0]["status"] == "active"
+
+
+def test_an_endpoint_gets_at_most_four_attempts_at_once_and_never_slows_joins_or_reads(
+    hooks_app: LocalApp, receiver: Receiver
+) -> None:
+    import threading
+
+    project = hooks_app.project()
+    register(project, receiver.url, events=["peer:joined"])
+    release = threading.Event()
+    at_once = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    def answer(got: Any) -> tuple[int, float, dict[str, str]]:
+        with lock:
+            at_once["now"] += 1
+            at_once["most"] = max(at_once["most"], at_once["now"])
+        release.wait(20)  # stuck until the test lets go
+        with lock:
+            at_once["now"] -= 1
+        return 200, 0.0, {}
+
+    receiver.answer = answer
+    rooms = [project.create_room() for _ in range(8)]
+    peers = [project.join(room) for room in rooms]  # 8 rooms: 8 lanes due at once
+    assert eventually(lambda: at_once["now"] == 4)
+    # While the endpoint holds every place it may have, the service answers.
+    late = project.join(rooms[0])
+    assert len(project.live()) == 8
+    assert at_once["most"] == 4
+    release.set()
+    receiver.wait_for(9)
+    assert at_once["most"] == 4
+    for peer in (*peers, late):
+        peer.leave()
+
+
+def test_a_host_that_resolves_to_a_private_address_at_delivery_is_not_called(
+    make_app: Callable[..., LocalApp], receiver: Receiver
+) -> None:
+    import socket
+
+    app = make_app()  # private targets refused
+    public = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 80))]
+    private = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", receiver.port))]
+    answers = {"now": public}
+
+    async def resolve(host: str, port: Any, **kwargs: Any) -> list[Any]:
+        assert host == "hooks.example.net"
+        return answers["now"]
+
+    app.loop.getaddrinfo = resolve  # type: ignore[method-assign]
+    project = app.project()
+    hook = register(project, f"http://hooks.example.net:{receiver.port}/hook")
+    answers["now"] = private  # DNS rebinding: public when checked, loopback when called
+    project.post(f"{HOOKS}/{hook['id']}/test")
+    entry = eventually(lambda: deliveries(project, hook["id"])["deliveries"])[0]
+    assert entry["responseStatus"] is None and "resolves to 127.0.0.1" in entry["error"]
+    assert receiver.attempts == 0
+
+
+def test_only_a_little_of_an_answer_is_read(hooks_app: LocalApp, receiver: Receiver) -> None:
+    project = hooks_app.project()
+    hook = register(project, receiver.url)
+    receiver.answer = lambda _: (500, 0.0, {})
+    receiver.body = b"<html>" + b"x" * 5_000_000
+    project.post(f"{HOOKS}/{hook['id']}/test")
+    entry = eventually(lambda: deliveries(project, hook["id"])["deliveries"])[0]
+    assert entry["responseStatus"] == 500
+    assert entry["error"].startswith("answered 500: <html>xxx") and len(entry["error"]) <= 220
+
+
+def test_an_endpoint_that_does_not_answer_within_10_s_has_failed(hooks_app: LocalApp, receiver: Receiver) -> None:
+    project = hooks_app.project()
+    hook = register(project, receiver.url)
+    receiver.answer = lambda _: (200, 12.0, {})  # answers, but too late
+    project.post(f"{HOOKS}/{hook['id']}/test")
+    entry = eventually(lambda: deliveries(project, hook["id"])["deliveries"], timeout=15)[0]
+    assert entry["responseStatus"] is None and entry["error"] == "no answer within 10 s"
+    assert entry["attempt"] == 1

@@ -37,7 +37,7 @@ from cluster_support import (
     in_threads,
 )
 from livesessions.clock import now_ms
-from support import Peer, required, unavailable, wait_closed
+from support import Peer, eventually, required, unavailable, wait_closed
 
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None and not required(), reason=SKIP_REASON)
 
@@ -332,6 +332,80 @@ def test_a_join_is_counted_on_every_node_once_joined_and_a_leave_nowhere_once_pr
         if i % 2 == 0:
             assert anchor.recv_type("peer-left")["peerId"] == peer.peer_id
     anchor.close()
+
+
+# --- webhooks and the live event stream -------------------------------------------------
+
+
+def test_webhooks_get_every_node_s_events_once_each_in_room_order(project: ClusterProject) -> None:
+    from receiver import Receiver
+
+    receiver = Receiver()
+    try:
+        answer = project[1].post(f"{SDK}/webhooks", json={"url": receiver.url})
+        assert answer.status_code == 201, answer.text
+        rooms = [project.create_room() for _ in range(3)]
+
+        def churn(node: int) -> None:
+            for n in range(4):
+                room = rooms[(node + n) % 3]
+                project.join(node, room).leave()
+
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(churn, range(3)))
+
+        # 12 stints in 3 rooms: 24 peer events, and each session's start and
+        # end (a room may have had more than one session)
+        def settled() -> bool:
+            names = [r.event for r in receiver.events()]
+            started = names.count("meeting:started")
+            return names.count("peer:left") == 12 and started >= 3 and names.count("meeting:ended") == started
+
+        assert eventually(settled, timeout=30), [r.event for r in receiver.events()]
+        got = receiver.events()
+        ids = [r.data["id"] for r in got]
+        assert len(ids) == len(set(ids)), "an event was delivered twice"
+        by_room: dict[str, list[Any]] = {}
+        for r in got:
+            by_room.setdefault(r.payload["roomId"], []).append(r)
+        assert set(by_room) == set(rooms)
+        for room, received in by_room.items():
+            assert [r.sequence for r in received] == list(range(1, len(received) + 1)), room
+            names = [r.event for r in received]
+            assert names[0] == "meeting:started" and names[-1] == "meeting:ended", (room, names)
+            assert names.count("peer:joined") == names.count("peer:left") == 4, (room, names)
+    finally:
+        receiver.stop()
+
+
+def test_the_live_event_stream_on_one_node_hears_joins_on_the_others(project: ClusterProject) -> None:
+    import httpx
+
+    room = project.create_room()
+    heard: list[str] = []
+    ready = threading.Event()
+
+    def listen() -> None:
+        with httpx.stream(
+            "GET",
+            f"{project.cluster[2].base}{SDK}/live-sessions/events",
+            headers={"x-api-key": project.key},
+            timeout=httpx.Timeout(5, read=30),
+        ) as stream:
+            for line in stream.iter_lines():
+                ready.set()
+                if line.startswith("event: "):
+                    heard.append(line[7:])
+                if heard.count("peer:left") == 2:
+                    return
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    project.join(0, room).leave()
+    project.join(1, room).leave()
+    thread.join(20)
+    assert [e for e in heard if e.startswith("peer:")] == ["peer:joined", "peer:left", "peer:joined", "peer:left"]
 
 
 # --- the same peer on another node -------------------------------------------------------
