@@ -148,11 +148,17 @@ def assemble(settings: Settings, backends: Backends, telemetry: Telemetry, clock
         telemetry.peers.set(peers)
         for kind in EGRESS_TYPES:
             telemetry.recordings_active.labels(kind).set(egress.active_count(kind))
+        telemetry.event_stream_clients.set(project_events.clients())
 
     telemetry.refresh_before_scrape(refresh_gauges)
     sealer = Sealer(backends.sealing_secret)
     dispatcher = Dispatcher(
-        store, sealer, clock, int(settings.webhook_retry_for * 1000), settings.allow_private_webhook_urls
+        store,
+        sealer,
+        clock,
+        int(settings.webhook_retry_for * 1000),
+        settings.allow_private_webhook_urls,
+        lambda outcome: telemetry.webhook_attempts.labels(outcome).inc(),
     )
     project_events = ProjectEvents(settings.event_stream_buffer)
     # Events reach the stream's clients, and wake the dispatcher, once they

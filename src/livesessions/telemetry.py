@@ -82,6 +82,15 @@ class Telemetry:
             "Scale-out mode: members of dead nodes this node took out of their rooms.",
             registry=registry,
         )
+        self.webhook_attempts = Counter(
+            "livesessions_webhook_attempts",
+            "Webhook delivery attempts made by this node, by outcome: delivered, retry, given-up, disable (410).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.event_stream_clients = Gauge(
+            "livesessions_event_stream_clients", "Live event stream clients connected to this node.", registry=registry
+        )
         self.ws_in = self.ws_messages.labels("in")
         self.ws_out = self.ws_messages.labels("out")
         # Brought up to date just before each scrape (see `render`).

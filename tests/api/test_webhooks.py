@@ -109,6 +109,13 @@ def test_a_session_life_is_delivered_in_order_signed_with_the_registering_key(
     log = deliveries(project, hook["id"])
     assert len(log["deliveries"]) == 6 and log["nextCursor"] is None
     assert {d["roomId"] for d in log["deliveries"]} == {room}
+    page = deliveries(project, hook["id"], limit=4)
+    assert len(page["deliveries"]) == 4 and page["nextCursor"] is not None
+    rest = deliveries(project, hook["id"], limit=4, cursor=page["nextCursor"])
+    assert rest["nextCursor"] is None
+    assert [d["eventId"] for d in page["deliveries"] + rest["deliveries"]] == [d["eventId"] for d in log["deliveries"]]
+    metrics = hooks_app.http.get("/metrics").text
+    assert 'livesessions_webhook_attempts_total{outcome="delivered"} 6.0' in metrics
 
 
 def test_a_webhook_gets_only_the_events_it_asked_for_and_only_its_project(

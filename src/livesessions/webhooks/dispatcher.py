@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
 
@@ -48,19 +49,19 @@ class Dispatcher:
         clock: Clock,
         retry_for_ms: int,
         allow_private: bool,
+        observe: Callable[[str], None] = lambda outcome: None,
     ) -> None:
         self.registry = registry
         self.sealer = sealer
         self.clock = clock
         self.retry_for_ms = retry_for_ms
         self.allow_private = allow_private
+        # Told each attempt's outcome (a metric).
+        self.observe = observe
         self._wake = asyncio.Event()
         self._in_flight: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
-        # Counted for /metrics and the benchmark.
-        self.delivered = 0
-        self.failed_attempts = 0
 
     def wake(self, *_: object) -> None:
         """Look for due deliveries now (new events were queued)."""
@@ -121,10 +122,8 @@ class Dispatcher:
             result = await self.attempt(delivery)
             now = self.clock()
             settled = settle(delivery, result, now, self.retry_for_ms)
-            if settled.outcome == "delivered":
-                self.delivered += 1
-            else:
-                self.failed_attempts += 1
+            self.observe(settled.outcome)
+            if settled.outcome != "delivered":
                 log.info(
                     "webhook attempt failed",
                     extra=context(
