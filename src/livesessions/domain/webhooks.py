@@ -25,6 +25,10 @@ ATTEMPT_TIMEOUT_S = 10.0
 # A claimed delivery is another node's again after this long: well past an
 # attempt's timeout, so that one event is sent by one node at a time.
 CLAIM_LEASE_MS = 30_000
+# A queued delivery waits behind its room's head with this as its due time
+# (never due); the head, and only it, has a real one. So "due" is one index
+# range, however long a failing endpoint's queue grows.
+BEHIND_HEAD = 2**62
 # At most this many attempts at once to one endpoint.
 PER_ENDPOINT_CONCURRENCY = 4
 # Only this much of a receiver's answer is read (and at most 200 characters of

@@ -36,6 +36,7 @@ import asyncpg
 
 from livesessions.domain.events import WEBHOOK_TEST, StoredEvent, new_event_id, to_json
 from livesessions.domain.webhooks import (
+    BEHIND_HEAD,
     AttemptResult,
     Delivery,
     DeliveryLogEntry,
@@ -161,16 +162,15 @@ def _log_entry(row: Any) -> DeliveryLogEntry:
     return DeliveryLogEntry(**dict(zip(DeliveryLogEntry.__struct_fields__, row, strict=True)))
 
 
-# The head of each (webhook, room) lane, if it is due and unclaimed. SKIP
+# The head of each (webhook, room) lane (only heads are ever due: the others
+# wait BEHIND_HEAD), if it is due and unclaimed. SKIP
 # LOCKED: a head another node is claiming right now is left to it (and once
 # that claim commits, its claimed_until keeps it out).
 _CLAIM = (
     "SELECT q.webhook_id, w.url, w.sealed_key, q.event_seq, e.id, e.event, e.room_id, e.room_seq,"
     " e.payload, e.created_at, q.attempts + 1"
     " FROM webhook_queue q JOIN webhooks w ON w.id = q.webhook_id JOIN events e ON e.seq = q.event_seq"
-    " WHERE w.status = 'active' AND q.next_at <= $1 AND q.claimed_until <= $1"
-    " AND q.room_seq = (SELECT min(h.room_seq) FROM webhook_queue h"
-    " WHERE h.webhook_id = q.webhook_id AND h.room_id = q.room_id)"
+    " WHERE q.next_at <= $1 AND q.claimed_until <= $1 AND w.status = 'active'"
     " ORDER BY q.next_at, q.event_seq LIMIT $2"
     " FOR UPDATE OF q SKIP LOCKED"
 )
@@ -179,11 +179,24 @@ _CLAIM = (
 # event for its one webhook only).
 _QUEUE = (
     "INSERT INTO webhook_queue (webhook_id, event_seq, room_id, room_seq, next_at)"
-    " SELECT w.id, e.seq, e.room_id, e.room_seq, e.created_at"
+    f" SELECT w.id, e.seq, e.room_id, e.room_seq, {BEHIND_HEAD}"
     " FROM events e JOIN webhooks w ON w.project_id = e.project_id"
     " WHERE e.seq = ANY($1::bigint[]) AND w.status = 'active'"
     " AND CASE WHEN e.webhook_id IS NULL THEN w.events IS NULL OR e.event = ANY(w.events)"
     " ELSE w.id = e.webhook_id END"
+)
+
+
+# Then the lanes it queued into that have no head yet get one: their oldest
+# delivery is due at once. (Settling a head does the same for its lane, under
+# the sequencer's lock, so that the two never miss each other's rows.)
+_PROMOTE = (
+    "WITH lanes AS (SELECT DISTINCT webhook_id, room_id FROM webhook_queue WHERE event_seq = ANY($1::bigint[])),"
+    " heads AS (SELECT q.webhook_id, q.room_id, min(q.room_seq) AS head FROM webhook_queue q"
+    " JOIN lanes l ON l.webhook_id = q.webhook_id AND l.room_id = q.room_id"
+    f" GROUP BY q.webhook_id, q.room_id HAVING min(q.next_at) = {BEHIND_HEAD})"
+    " UPDATE webhook_queue q SET next_at = 0 FROM heads h"
+    " WHERE q.webhook_id = h.webhook_id AND q.room_id = h.room_id AND q.room_seq = h.head"
 )
 
 
@@ -239,6 +252,7 @@ async def _sequence_batch(conn: Any) -> int:
         [last[k] for k in keys],
     )
     await conn.execute(_QUEUE, seqs)
+    await conn.execute(_PROMOTE, seqs)
     projects = sorted({project_id for _, project_id, _ in rows})
     await conn.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", SEQUENCED, projects)
     return len(rows)
@@ -596,13 +610,11 @@ class PostgresEvents:
         return event_id
 
     async def next_delivery_at(self) -> int | None:
-        # Lane heads only: an event behind its room's head is not due before
-        # the head is settled, whatever its own next_at.
+        # Lane heads only (the others wait BEHIND_HEAD).
         at: int | None = await self._pool.fetchval(
             "SELECT min(GREATEST(q.next_at, q.claimed_until)) FROM webhook_queue q"
-            " JOIN webhooks w ON w.id = q.webhook_id WHERE w.status = 'active'"
-            " AND q.room_seq = (SELECT min(h.room_seq) FROM webhook_queue h"
-            " WHERE h.webhook_id = q.webhook_id AND h.room_id = q.room_id)"
+            " JOIN webhooks w ON w.id = q.webhook_id WHERE w.status = 'active' AND q.next_at < $1",
+            BEHIND_HEAD,
         )
         return at
 
@@ -649,10 +661,20 @@ class PostgresEvents:
                     delivery.event_seq,
                 )
             else:
+                # The sequencer's lock: a lane it queues into while this head
+                # goes gets its next head from one of the two, never neither.
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", SEQUENCER_LOCK)
                 await conn.execute(
                     "DELETE FROM webhook_queue WHERE webhook_id = $1 AND event_seq = $2",
                     delivery.webhook_id,
                     delivery.event_seq,
+                )
+                # the room's next event is its head now: due at once
+                await conn.execute(
+                    "UPDATE webhook_queue SET next_at = 0 WHERE webhook_id = $1 AND room_id = $2 AND room_seq ="
+                    " (SELECT min(room_seq) FROM webhook_queue WHERE webhook_id = $1 AND room_id = $2)",
+                    delivery.webhook_id,
+                    delivery.room_id,
                 )
             if settled.outcome == "disable":
                 # Nothing more is sent to it: what waited is dropped.

@@ -17,6 +17,7 @@ import orjson
 
 from livesessions.domain.events import WEBHOOK_TEST, StoredEvent, new_event_id, to_json
 from livesessions.domain.webhooks import (
+    BEHIND_HEAD,
     AttemptResult,
     Delivery,
     DeliveryLogEntry,
@@ -100,6 +101,11 @@ SCHEMA = """
 """
 
 PROJECT_LANE = "*"
+# A new delivery is due at once in an empty lane, else behind its head.
+_DUE_UNLESS_BEHIND = (
+    "CASE WHEN EXISTS (SELECT 1 FROM webhook_queue h WHERE h.webhook_id = w.id AND h.room_id = e.room_id)"
+    " THEN ? ELSE 0 END"
+)
 
 
 def _bump(conn: sqlite3.Connection, project_id: str, lane: str) -> int:
@@ -123,11 +129,11 @@ def emit(
     """Record an event and queue it for the project's webhooks that want it."""
     stored = _insert(conn, project_id, room_id, event, to_json(payload), now)
     conn.execute(
-        "INSERT INTO webhook_queue (webhook_id, event_seq, room_id, room_seq, next_at)"
-        " SELECT w.id, e.seq, e.room_id, e.room_seq, e.created_at FROM webhooks w, events e"
+        f"INSERT INTO webhook_queue (webhook_id, event_seq, room_id, room_seq, next_at)"
+        f" SELECT w.id, e.seq, e.room_id, e.room_seq, {_DUE_UNLESS_BEHIND} FROM webhooks w, events e"
         " WHERE e.id = ? AND w.project_id = ? AND w.status = 'active'"
         " AND (w.events IS NULL OR EXISTS (SELECT 1 FROM json_each(w.events) j WHERE j.value = ?))",
-        (stored.id, project_id, event),
+        (BEHIND_HEAD, stored.id, project_id, event),
     )
     emitted.append(stored)
     return stored
@@ -309,22 +315,21 @@ class SQLiteEvents:
                 return None
             stored = _insert(conn, project_id, "", WEBHOOK_TEST, to_json(payload), now)
             conn.execute(
-                "INSERT INTO webhook_queue (webhook_id, event_seq, room_id, room_seq, next_at)"
-                " SELECT ?, seq, room_id, room_seq, created_at FROM events WHERE id = ?",
-                (webhook_id, stored.id),
+                f"INSERT INTO webhook_queue (webhook_id, event_seq, room_id, room_seq, next_at)"
+                f" SELECT w.id, e.seq, e.room_id, e.room_seq, {_DUE_UNLESS_BEHIND} FROM webhooks w, events e"
+                " WHERE w.id = ? AND e.id = ?",
+                (BEHIND_HEAD, webhook_id, stored.id),
             )
             return stored.id
 
         return await self.db.write(write)
 
     async def next_delivery_at(self) -> int | None:
-        # Lane heads only: an event behind its room's head is not due before
-        # the head is settled, whatever its own next_at.
+        # Lane heads only (the others wait BEHIND_HEAD).
         row = self.db.read_one(
             "SELECT min(max(q.next_at, q.claimed_until)) FROM webhook_queue q"
-            " JOIN webhooks w ON w.id = q.webhook_id WHERE w.status = 'active'"
-            " AND q.room_seq = (SELECT min(h.room_seq) FROM webhook_queue h"
-            " WHERE h.webhook_id = q.webhook_id AND h.room_id = q.room_id)"
+            " JOIN webhooks w ON w.id = q.webhook_id WHERE w.status = 'active' AND q.next_at < ?",
+            (BEHIND_HEAD,),
         )
         return int(row[0]) if row and row[0] is not None else None
 
@@ -332,14 +337,13 @@ class SQLiteEvents:
         self, now: int, lease_ms: int, room_for: dict[str, int], default_room: int, limit: int
     ) -> list[Delivery]:
         def write(conn: sqlite3.Connection) -> list[Delivery]:
-            # The head of each (webhook, room) lane, if it is due and unclaimed.
+            # The head of each (webhook, room) lane (only heads are ever due),
+            # if it is due and unclaimed.
             rows = conn.execute(
                 "SELECT q.webhook_id, w.url, w.sealed_key, q.event_seq, e.id, e.event, e.room_id, e.room_seq,"
                 " e.payload, e.created_at, q.attempts + 1"
                 " FROM webhook_queue q JOIN webhooks w ON w.id = q.webhook_id JOIN events e ON e.seq = q.event_seq"
-                " WHERE w.status = 'active' AND q.next_at <= ? AND q.claimed_until <= ?"
-                " AND q.room_seq = (SELECT min(h.room_seq) FROM webhook_queue h"
-                " WHERE h.webhook_id = q.webhook_id AND h.room_id = q.room_id)"
+                " WHERE q.next_at <= ? AND q.claimed_until <= ? AND w.status = 'active'"
                 " ORDER BY q.next_at, q.event_seq LIMIT ?",
                 (now, now, limit * 4),
             ).fetchall()
@@ -377,6 +381,12 @@ class SQLiteEvents:
                 )
             else:
                 conn.execute("DELETE FROM webhook_queue WHERE webhook_id = ? AND event_seq = ?", key)
+                # the room's next event is its head now: due at once
+                conn.execute(
+                    "UPDATE webhook_queue SET next_at = 0 WHERE webhook_id = ? AND room_id = ? AND room_seq ="
+                    " (SELECT min(room_seq) FROM webhook_queue WHERE webhook_id = ? AND room_id = ?)",
+                    (delivery.webhook_id, delivery.room_id, delivery.webhook_id, delivery.room_id),
+                )
             if settled.outcome == "disable":
                 # Nothing more is sent to it: what waited is dropped.
                 conn.execute("UPDATE webhooks SET status = 'disabled' WHERE id = ?", (delivery.webhook_id,))
