@@ -9,6 +9,7 @@ missed from the durable log (a fresh snapshot if that id is no longer there).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 from livesessions.domain import events
@@ -19,7 +20,10 @@ from livesessions.http.core import Request
 from livesessions.http.responses import Response, StreamingResponse, encode
 from livesessions.http.routes.live_sessions import SDK, TAG
 from livesessions.http.routing import Operation, Reply
+from livesessions.logs import context
 from livesessions.realtime.event_stream import ProjectEvents, Subscription
+
+log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 15.0
 # Read back from the log this many events at a time when resuming.
@@ -92,6 +96,10 @@ async def _stream(
                 for chunk in await _frames(fresh, presence):
                     yield chunk
                 position = fresh[-1].position
+    except Exception:
+        # Once the stream has begun there is no status left to answer with:
+        # it ends, and the client resumes with Last-Event-ID (missing nothing).
+        log.warning("live event stream ended: a store failed", extra=context(project=project_id), exc_info=True)
     finally:
         project_events.unsubscribe(subscription)
 
