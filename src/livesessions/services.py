@@ -165,6 +165,7 @@ def assemble(settings: Settings, backends: Backends, telemetry: Telemetry, clock
     # are committed (and, scaled out, put in order).
     store.on_committed(project_events.publish)
     store.on_committed(dispatcher.wake)
+    egress.counts_changed = lambda key: project_events.room_changed(key.project_id, key.room_id)
     policy = SignInPolicy(
         domain=settings.siwe_domain or urlsplit(settings.base_url).netloc,
         uri=settings.siwe_uri or settings.base_url,

@@ -283,6 +283,8 @@ def test_private_addresses_are_refused_unless_allowed(app: LocalApp, project: Pr
         {"url": "https://example.com/x", "name": "n" * 101},
         {"url": "https://example.com/x", "unknown": 1},
         {"url": "https://example.com/x\u0000"},
+        {"url": "https://example.com/日本"},
+        {"url": "https://example.com/a\r\nx-injected: 1"},
     ],
 )
 def test_bad_registrations_get_400_and_change_nothing(app: LocalApp, project: Project, body: dict[str, Any]) -> None:

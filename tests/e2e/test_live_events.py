@@ -153,3 +153,26 @@ def test_without_a_key_or_token_it_is_401(server: Server) -> None:
     assert httpx.get(server.base + EVENTS).status_code == 401
     assert httpx.get(server.base + EVENTS, headers={"x-api-key": "nope"}).status_code == 401
     assert httpx.get(server.base + EVENTS, headers={"authorization": "Bearer nope"}).status_code == 401
+
+
+def test_revoking_the_key_ends_its_stream(server: Server) -> None:
+    import subprocess
+
+    from support import BIN, new_wallet
+
+    wallet = new_wallet()
+    project = Project(server, server.create_key(wallet))
+    where = ["--database-url", server.database_url] if server.database_url else ["--data-dir", str(server.data_dir)]
+    stream = Stream(server, {"x-api-key": project.key})
+    try:
+        assert stream.next().event == "snapshot"
+        listed = subprocess.run(
+            [str(BIN), "keys", "list", "--wallet", wallet, "--json", *where], check=True, capture_output=True, text=True
+        ).stdout
+        (key_id,) = [json.loads(line)["id"] for line in listed.splitlines() if line.strip()]
+        subprocess.run([str(BIN), "keys", "revoke", key_id, *where], check=True, capture_output=True)
+        # looked at again by the next keep-alive (every 15 s; the server
+        # hears of the revocation within its heartbeat): the stream ends
+        assert stream.messages.get(timeout=45) is None
+    finally:
+        stream.close()

@@ -641,8 +641,15 @@ def test_old_events_are_forgotten_unless_a_webhook_still_waits_for_them(backend:
         assert await store.add_egress_job(job("job_1", pid, ROOM, started_at=1100))  # wanted
         await store.record_exit("ses_1", "peer-a", 5000)
         assert len(await log_of(store, pid)) == 4
+        kept_id = (await log_of(store, pid))[2].id  # recording:started, position 3
+        first_id = (await log_of(store, pid))[0].id
+        assert await store.event_position(pid, kept_id) == 3
         assert await store.prune_events(2000) == 2
         assert names(await store.events_after(pid, 0, 10)) == ["recording:started", "peer:left"]
+        # a stream client cannot resume after a pruned event, nor after a kept
+        # one with pruned events... only where nothing after it is missing
+        assert await store.event_position(pid, first_id) is None
+        assert await store.event_position(pid, kept_id) == 3
         await drain(store)
         assert await store.prune_events(2000) == 1
         [left] = await store.events_after(pid, 0, 10)
@@ -650,6 +657,23 @@ def test_old_events_are_forgotten_unless_a_webhook_still_waits_for_them(backend:
         # numbering goes on where it was
         await store.record_join(pid, ROOM, "ses_1", None, "peer-b", "host", "", 6000)
         assert [(e.position, e.room_seq) for e in (await log_of(store, pid))[1:]] == [(5, 5)]
+
+    backend.run(scenario)
+
+
+def test_a_stream_cannot_resume_after_a_kept_event_when_later_ones_were_pruned(backend: Backend) -> None:
+    async def scenario(store: Any) -> None:
+        pid, key = await project_with_key(store)
+        await add_webhook(store, pid, key, ["meeting:started"])
+        await store.record_join(pid, ROOM, "ses_1", 1000, "peer-a", "host", "", 1000)  # 1 wanted, 2 not
+        await store.record_exit("ses_1", "peer-a", 1500)  # 3, not wanted
+        await store.record_join(pid, ROOM, "ses_1", None, "peer-b", "host", "", 5000)  # 4, not wanted
+        await store.sequence_events()
+        started = (await log_of(store, pid))[0]
+        assert await store.event_position(pid, started.id) == 1
+        assert await store.prune_events(2000) == 2  # 2 and 3; 1 waits for the webhook
+        # resuming after 1 would skip 2 and 3 without saying so: not offered
+        assert await store.event_position(pid, started.id) is None
 
     backend.run(scenario)
 

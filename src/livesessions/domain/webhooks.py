@@ -117,6 +117,12 @@ class Settlement(msgspec.Struct, frozen=True):
     error: str | None = None
 
 
+def saturated(room_for: dict[str, int]) -> list[str]:
+    """The webhooks with no free place: a claim skips their deliveries (in the
+    query, so that one busy endpoint's backlog does not hide the others')."""
+    return [webhook_id for webhook_id, free in room_for.items() if free <= 0]
+
+
 def within_room(candidates: list[Delivery], room_for: dict[str, int], default_room: int, limit: int) -> list[Delivery]:
     """The candidates (in order) that fit each webhook's free places
     (`room_for`, else `default_room`), at most `limit` in all."""

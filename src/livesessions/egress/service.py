@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -93,6 +94,9 @@ class EgressService:
         self._failing: set[asyncio.Task[EgressJob]] = set()
         # Scaled out: jobs of other nodes are reached through this.
         self.remote: RemoteJobs | None = None
+        # Told of a room whose list counts changed without an event of their
+        # own (a job counted after its start was recorded).
+        self.counts_changed: Callable[[RoomKey], None] = lambda key: None
 
     def recording_path(self, job_id: str) -> Path:
         return self.recordings_dir / f"{job_id}.jsonl"
@@ -157,6 +161,7 @@ class EgressService:
         if not await self.presence.count_egress(key, kind):
             await self.jobs.delete_egress_job(job.id)
             raise Conflict("the room is not live: only a live room can be recorded or streamed")
+        self.counts_changed(key)
 
         # The bot writes or publishes each event in the same step that sends it
         # to the peers: once any peer has an event, so does the recording.

@@ -10,8 +10,20 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from dataclasses import dataclass
 
 from livesessions.domain.events import StoredEvent
+
+
+@dataclass(frozen=True, slots=True)
+class RoomChanged:
+    """A room's counts changed with no event of its own (a recording counted
+    just after its start was recorded): its list item is sent again."""
+
+    room_id: str
+
+
+Item = StoredEvent | RoomChanged
 
 
 class Subscription:
@@ -20,14 +32,14 @@ class Subscription:
     def __init__(self, project_id: str, limit: int) -> None:
         self.project_id = project_id
         self._limit = limit
-        self.buffer: deque[StoredEvent] = deque()
+        self.buffer: deque[Item] = deque()
         self.ready = asyncio.Event()
         # Set once the client fell too far behind (it is then cut off).
         self.overflowed = asyncio.Event()
         # The server is shutting down: the stream ends.
         self.closed = False
 
-    def push(self, event: StoredEvent) -> None:
+    def push(self, event: Item) -> None:
         if self.overflowed.is_set():
             return
         if len(self.buffer) >= self._limit:
@@ -38,7 +50,7 @@ class Subscription:
         self.buffer.append(event)
         self.ready.set()
 
-    def take(self) -> list[StoredEvent]:
+    def take(self) -> list[Item]:
         taken = list(self.buffer)
         self.buffer.clear()
         self.ready.clear()
@@ -66,6 +78,10 @@ class ProjectEvents:
         for event in events:
             for subscription in self._subscriptions.get(event.project_id, ()):
                 subscription.push(event)
+
+    def room_changed(self, project_id: str, room_id: str) -> None:
+        for subscription in self._subscriptions.get(project_id, ()):
+            subscription.push(RoomChanged(room_id))
 
     def close(self) -> None:
         """End every stream (the server is shutting down)."""

@@ -43,6 +43,7 @@ from livesessions.domain.ids import new_project_id, new_room_id
 from livesessions.domain.records import ApiKeyRecord, Metrics, Participant, Project, Room, SessionRecord
 from livesessions.stores.postgres_events import (
     NOTIFY_UNSEQUENCED,
+    SEQUENCER_LOCK,
     NewEvent,
     PostgresEvents,
     emit,
@@ -647,7 +648,9 @@ class PostgresStore(PostgresEvents):
                 "UPDATE api_keys SET revoked_at = $1 WHERE key_hash = $2 AND revoked_at IS NULL", now, key_hash
             )
             # Its webhooks were signed with it: nothing more is sent to them
-            # (what waited is dropped).
+            # (what waited is dropped). Under the sequencer's lock, so that it
+            # queues nothing more for them either.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", SEQUENCER_LOCK)
             await conn.execute(
                 "WITH disabled AS (UPDATE webhooks SET status = 'disabled'"
                 " WHERE key_id IN (SELECT id FROM api_keys WHERE key_hash = $1) AND status <> 'disabled' RETURNING id)"
@@ -1088,8 +1091,17 @@ class PostgresStore(PostgresEvents):
         return await self._write(write)
 
     async def delete_egress_job(self, job_id: str) -> None:
+        """Take back a job that never ran (its start failed after it was
+        stored): `recording:ended`, with nothing recorded, follows its start."""
+
         async def write(conn: Any) -> None:
-            await conn.execute("DELETE FROM egress_jobs WHERE id = $1", job_id)
+            row = await conn.fetchrow(f"DELETE FROM egress_jobs WHERE id = $1 RETURNING {_JOB_COLUMNS}", job_id)
+            if row is not None:
+                job = msgspec.structs.replace(_job(row), stopped_at=None)
+                ended = NewEvent(
+                    job.project_id, job.room_id, events.RECORDING_ENDED, events.egress_payload(job), job.started_at
+                )
+                await emit(conn, [ended])
 
         await self._write(write)
 

@@ -44,6 +44,7 @@ from livesessions.domain.webhooks import (
     Settlement,
     Webhook,
     WebhookState,
+    saturated,
     within_room,
 )
 
@@ -171,6 +172,7 @@ _CLAIM = (
     " e.payload, e.created_at, q.attempts + 1"
     " FROM webhook_queue q JOIN webhooks w ON w.id = q.webhook_id JOIN events e ON e.seq = q.event_seq"
     " WHERE q.next_at <= $1 AND q.claimed_until <= $1 AND w.status = 'active'"
+    " AND NOT (q.webhook_id = ANY($3::text[]))"
     " ORDER BY q.next_at, q.event_seq LIMIT $2"
     " FOR UPDATE OF q SKIP LOCKED"
 )
@@ -490,7 +492,17 @@ class PostgresEvents:
         position: int | None = await self._pool.fetchval(
             "SELECT position FROM events WHERE id = $1 AND project_id = $2", event_id, project_id
         )
-        return position
+        if position is None:
+            return None
+        # Positions have no gaps: fewer rows after it than numbers means some
+        # were pruned (this one was kept for a webhook), so no resuming here.
+        count, last = await self._pool.fetchrow(
+            "SELECT count(*), coalesce(max(position), $3) FROM events WHERE project_id = $1 AND position > $2",
+            project_id,
+            position,
+            position,
+        )
+        return position if count == last - position else None
 
     async def latest_event(self, project_id: str) -> StoredEvent | None:
         row = await self._pool.fetchrow(
@@ -622,7 +634,7 @@ class PostgresEvents:
         self, now: int, lease_ms: int, room_for: dict[str, int], default_room: int, limit: int
     ) -> list[Delivery]:
         async def write(conn: Any) -> list[Delivery]:
-            rows = await conn.fetch(_CLAIM, now, limit * 4)
+            rows = await conn.fetch(_CLAIM, now, limit * 4, saturated(room_for))
             chosen = within_room([_delivery(row) for row in rows], room_for, default_room, limit)
             if chosen:
                 await conn.execute(

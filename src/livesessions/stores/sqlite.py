@@ -644,7 +644,17 @@ class SQLiteStore(SQLiteEvents):
         return await self._write_emitting(write)
 
     async def delete_egress_job(self, job_id: str) -> None:
-        await self.db.write(lambda conn: conn.execute("DELETE FROM egress_jobs WHERE id = ?", (job_id,)))
+        """Take back a job that never ran (its start failed after it was
+        stored): `recording:ended`, with nothing recorded, follows its start."""
+
+        def write(conn: sqlite3.Connection, emitted: list[StoredEvent]) -> None:
+            row = conn.execute(f"DELETE FROM egress_jobs WHERE id = ? RETURNING {_JOB_COLUMNS}", (job_id,)).fetchone()
+            if row is not None:
+                job = _job(row)
+                payload = events.egress_payload(msgspec.structs.replace(job, stopped_at=None))
+                emit(conn, emitted, job.project_id, job.room_id, events.RECORDING_ENDED, payload, job.started_at)
+
+        await self._write_emitting(write)
 
     async def stints_since(self, project_id: str, since: int) -> list[tuple[int, int | None]]:
         rows = self.db.read(

@@ -25,6 +25,7 @@ from livesessions.domain.webhooks import (
     Settlement,
     Webhook,
     WebhookState,
+    saturated,
     within_room,
 )
 
@@ -227,7 +228,16 @@ class SQLiteEvents:
 
     async def event_position(self, project_id: str, event_id: str) -> int | None:
         row = self.db.read_one("SELECT position FROM events WHERE id = ? AND project_id = ?", (event_id, project_id))
-        return int(row[0]) if row else None
+        if row is None:
+            return None
+        position = int(row[0])
+        # Positions have no gaps: fewer rows after it than numbers means some
+        # were pruned (this one was kept for a webhook), so no resuming here.
+        count, last = self.db.read_one(
+            "SELECT count(*), coalesce(max(position), ?) FROM events WHERE project_id = ? AND position > ?",
+            (position, project_id, position),
+        ) or (0, position)
+        return position if count == last - position else None
 
     async def latest_event(self, project_id: str) -> StoredEvent | None:
         row = self.db.read_one(
@@ -344,8 +354,9 @@ class SQLiteEvents:
                 " e.payload, e.created_at, q.attempts + 1"
                 " FROM webhook_queue q JOIN webhooks w ON w.id = q.webhook_id JOIN events e ON e.seq = q.event_seq"
                 " WHERE q.next_at <= ? AND q.claimed_until <= ? AND w.status = 'active'"
+                " AND q.webhook_id NOT IN (SELECT value FROM json_each(?))"
                 " ORDER BY q.next_at, q.event_seq LIMIT ?",
-                (now, now, limit * 4),
+                (now, now, orjson.dumps(saturated(room_for)).decode(), limit * 4),
             ).fetchall()
             chosen = within_room([_delivery(row) for row in rows], room_for, default_room, limit)
             conn.executemany(

@@ -85,8 +85,13 @@ class Dispatcher:
     async def _run(self) -> None:
         while True:
             try:
-                await self._dispatch_due()
+                claimed = await self._dispatch_due()
                 delay = await self._until_next()
+                if claimed == 0 and delay <= 0:
+                    # Due, but nothing could be claimed: every due head's
+                    # webhook is at its limit (or another node has it). An
+                    # attempt that ends wakes this; never spin meanwhile.
+                    delay = IDLE_POLL_S
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -103,10 +108,11 @@ class Dispatcher:
             return IDLE_POLL_S
         return min(IDLE_POLL_S, max(0.0, (due - self.clock()) / 1000))
 
-    async def _dispatch_due(self) -> None:
+    async def _dispatch_due(self) -> int:
+        """Claim what is due and start sending it; how many."""
         free = MAX_IN_FLIGHT - len(self._tasks)
         if free <= 0:
-            return
+            return 0
         room_for = {hook: PER_ENDPOINT_CONCURRENCY - busy for hook, busy in self._in_flight.items()}
         claimed = await self.registry.claim_deliveries(
             self.clock(), CLAIM_LEASE_MS, room_for, PER_ENDPOINT_CONCURRENCY, free
@@ -116,6 +122,7 @@ class Dispatcher:
             task = asyncio.get_running_loop().create_task(self._deliver(delivery))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        return len(claimed)
 
     async def _deliver(self, delivery: Delivery) -> None:
         try:

@@ -46,6 +46,8 @@ def parse(url: str) -> Target:
         raise TargetRefused(f"url is longer than {MAX_URL_LENGTH} characters")
     if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
         raise TargetRefused("url holds spaces or control characters")
+    if not url.isascii():
+        raise TargetRefused("url must be ASCII: percent-encode its path, write its host in punycode (xn--…)")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -70,11 +72,28 @@ def parse(url: str) -> Target:
     )
 
 
+# IPv6 prefixes that carry an IPv4 address a gateway may reach: NAT64 (the
+# well-known prefix; the local-use one is refused outright), and the deprecated
+# IPv4-compatible form.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
 def is_forbidden(address: IPAddress) -> bool:
-    """Loopback, private, link-local, multicast, unspecified or otherwise not
-    globally reachable (an IPv4 address mapped into IPv6 is judged as IPv4)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Loopback, private, link-local, site-local, multicast, unspecified or
+    otherwise not globally reachable. An IPv6 address that embeds an IPv4 one
+    (mapped, NAT64, 6to4, Teredo) is judged by that IPv4 address too."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _LOCAL_NAT64 or address in _IPV4_COMPATIBLE or address.is_site_local:
+            return True
+        embedded = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+        if address in _NAT64:
+            embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        if any(inner is not None and is_forbidden(inner) for inner in embedded):
+            return True
+        if address.ipv4_mapped is not None:
+            return False  # judged by its IPv4 address alone
     return not address.is_global or address.is_multicast or address.is_unspecified
 
 

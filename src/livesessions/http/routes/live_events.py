@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+from livesessions.auth.api_keys import ApiKeys
+from livesessions.auth.wallet_sign_in import WalletSignIn
 from livesessions.domain import events
 from livesessions.domain.events import StoredEvent
 from livesessions.domain.live import RoomKey
@@ -21,7 +23,7 @@ from livesessions.http.responses import Response, StreamingResponse, encode
 from livesessions.http.routes.live_sessions import SDK, TAG
 from livesessions.http.routing import Operation, Reply
 from livesessions.logs import context
-from livesessions.realtime.event_stream import ProjectEvents, Subscription
+from livesessions.realtime.event_stream import ProjectEvents, RoomChanged, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +43,30 @@ def frame(event: str, data: bytes | str, event_id: str | None = None) -> bytes:
     return head.encode() + b"data: " + body + b"\n\n"
 
 
-async def live_events(request: Request, outbox: Outbox, presence: Presence, project_events: ProjectEvents) -> Response:
+async def live_events(
+    request: Request,
+    outbox: Outbox,
+    presence: Presence,
+    project_events: ProjectEvents,
+    api_keys: ApiKeys,
+    sign_in: WalletSignIn,
+) -> Response:
     project_id = request.project_id
     last_event_id = request.header(b"last-event-id")
+    # Looked at again as the stream goes on: a revoked key or an ended
+    # account session stops it.
+    if request.account is not None:
+        token = request.bearer_token
+
+        async def allowed() -> bool:
+            return await sign_in.session(token) is not None
+
+    else:
+        key = request.header(b"x-api-key")
+
+        async def allowed() -> bool:
+            return await api_keys.project_for(key) is not None
+
     # Subscribed before reading the log: nothing falls between the two (what
     # is in both is skipped by position).
     subscription = project_events.subscribe(project_id)
@@ -52,7 +75,7 @@ async def live_events(request: Request, outbox: Outbox, presence: Presence, proj
     except BaseException:
         project_events.unsubscribe(subscription)
         raise
-    chunks = _stream(project_id, position, outbox, presence, project_events, subscription)
+    chunks = _stream(project_id, position, outbox, presence, project_events, subscription, allowed)
     headers = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
     return StreamingResponse(chunks, request.receive, b"text/event-stream", headers)
 
@@ -64,7 +87,10 @@ async def _stream(
     presence: Presence,
     project_events: ProjectEvents,
     subscription: Subscription,
+    allowed: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    checked = loop.time()
     try:
         if position is None:
             latest = await outbox.latest_event(project_id)
@@ -76,7 +102,7 @@ async def _stream(
                 missed = await outbox.events_after(project_id, position, REPLAY_PAGE)
                 if not missed:
                     break
-                for chunk in await _frames(missed, presence):
+                for chunk in await _frames(project_id, missed, [], presence):
                     yield chunk
                 position = missed[-1].position
         while True:
@@ -84,17 +110,27 @@ async def _stream(
                 try:
                     await asyncio.wait_for(subscription.ready.wait(), KEEPALIVE_S)
                 except TimeoutError:
+                    if not await allowed():
+                        return
+                    checked = loop.time()
                     yield b": keep-alive\n\n"
                     continue
             if subscription.closed:
                 return
+            if loop.time() - checked >= KEEPALIVE_S:
+                if not await allowed():
+                    return
+                checked = loop.time()
             if subscription.overflowed.is_set():
                 yield frame("overflow", b'{"reason":"the client fell too far behind; reconnect with Last-Event-ID"}')
                 return
-            fresh = [event for event in subscription.take() if event.position > position]
-            if fresh:
-                for chunk in await _frames(fresh, presence):
+            taken = subscription.take()
+            fresh = [e for e in taken if isinstance(e, StoredEvent) and e.position > position]
+            changed = [e.room_id for e in taken if isinstance(e, RoomChanged)]
+            if fresh or changed:
+                for chunk in await _frames(project_id, fresh, changed, presence):
                     yield chunk
+            if fresh:
                 position = fresh[-1].position
     except Exception:
         # Once the stream has begun there is no status left to answer with:
@@ -104,13 +140,13 @@ async def _stream(
         project_events.unsubscribe(subscription)
 
 
-async def _frames(batch: list[StoredEvent], presence: Presence) -> list[bytes]:
+async def _frames(project_id: str, batch: list[StoredEvent], changed: list[str], presence: Presence) -> list[bytes]:
     """The events, then the current list item of each room whose counts they
     may have changed (or its removal from the list)."""
     chunks = [frame(event.event, event.payload, event.id) for event in batch]
-    rooms = dict.fromkeys(event.room_id for event in batch if event.event in _COUNTED)
+    rooms = dict.fromkeys([*(event.room_id for event in batch if event.event in _COUNTED), *changed])
     for room_id in rooms:
-        live = await presence.live_session(RoomKey(batch[0].project_id, room_id))
+        live = await presence.live_session(RoomKey(project_id, room_id))
         if live is not None:
             chunks.append(frame(UPDATED, encode(live)))
         else:
