@@ -221,7 +221,11 @@ def run_serve(args: argparse.Namespace) -> int:
         lock = lock_data_dir(settings.data_dir)
     except DataDirInUse as exc:
         raise CommandError(str(exc)) from None
-    services = build_services(settings)
+    try:
+        services = build_services(settings)
+    except ValueError as exc:  # a setting that cannot be used (a key file, say)
+        lock.close()
+        raise CommandError(str(exc)) from None
     server = _server(settings, services)
     _announce(settings)
     try:
@@ -242,7 +246,7 @@ def _serve_scaled_out(settings: Settings) -> int:
         nonlocal server
         try:
             services = await build_scaled_out_services(settings)
-        except ConnectionError as exc:
+        except (ConnectionError, ValueError) as exc:
             raise CommandError(str(exc)) from None
         server = _server(settings, services)
         _announce(settings)

@@ -298,6 +298,14 @@ class Settings:
         flag,
         "yes|no",
     )
+    webhook_sealing_key_file: Path | None = setting(
+        None,
+        "a file of 32 random bytes that encrypts the API keys kept for signing webhook deliveries (default: made "
+        "in DATA_DIR, or scaled out kept in PostgreSQL beside what it encrypts; give every node the same file to "
+        "keep it out of the database)",
+        Path,
+        "FILE",
+    )
     event_stream_buffer: int = setting(
         1000,
         "events a live event stream client may fall behind by before it is sent `overflow` and disconnected",

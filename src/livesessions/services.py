@@ -33,7 +33,7 @@ from livesessions.stores.memory_presence import MemoryPresence
 from livesessions.stores.sqlite import SQLiteStore
 from livesessions.telemetry import Telemetry
 from livesessions.webhooks.dispatcher import Dispatcher
-from livesessions.webhooks.sealing import Sealer
+from livesessions.webhooks.sealing import Sealer, read_secret_file
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,11 @@ def build_services(settings: Settings, clock: Clock = now_ms) -> Services:
         fanout=LocalFanout(Hub()),
         signing_key=load_or_create_key(settings.signing_key_path),
         link_secret=load_or_create_secret(settings.link_secret_path),
-        sealing_secret=load_or_create_secret(settings.webhook_sealing_key_path),
+        sealing_secret=(
+            read_secret_file(settings.webhook_sealing_key_file)
+            if settings.webhook_sealing_key_file
+            else load_or_create_secret(settings.webhook_sealing_key_path)
+        ),
         key_limiter=key_limiter,
         sign_in_limiter=sign_in_limiter,
         failed_auth_limiter=failed_auth_limiter,

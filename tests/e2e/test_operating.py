@@ -133,6 +133,18 @@ def test_an_unreachable_database_is_a_one_line_error(tmp_path: Path) -> None:
     assert served.returncode != 0 and "cannot use the PostgreSQL database" in served.stderr
 
 
+def test_a_webhook_sealing_key_file_that_cannot_be_used_is_a_one_line_error(tmp_path: Path) -> None:
+    short = tmp_path / "short.key"
+    short.write_bytes(b"x" * 10)
+    for key_file, why in ((short, "must hold exactly 32 bytes"), (tmp_path / "missing.key", "cannot read")):
+        done = run(
+            "serve", "--data-dir", str(tmp_path / "data"), "--port", str(free_port()),
+            "--webhook-sealing-key-file", str(key_file),
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith("livesessions: error: ") and why in done.stderr
+
+
 def test_data_dir_command_creates_nothing(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     shown = run("data-dir", "--data-dir", str(missing))

@@ -26,6 +26,7 @@ from livesessions.services import Backends, Services, assemble
 from livesessions.stores.postgres import PostgresStore, WriteBufferFull, WriteTimedOut
 from livesessions.stores.redis_presence import PresenceUnavailable, RedisPresence
 from livesessions.telemetry import Telemetry
+from livesessions.webhooks.sealing import read_secret_file
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,11 @@ async def build_scaled_out_services(settings: Settings, clock: Clock = now_ms) -
         # Made once for the whole cluster, by whichever node asks first.
         signing_key=key_from_pem(await store.secret("peer-token-key", new_key_pem), "the stored signing key"),
         link_secret=await store.secret("link-signing", new_secret),
-        sealing_secret=await store.secret("webhook-sealing", new_secret),
+        sealing_secret=(
+            read_secret_file(settings.webhook_sealing_key_file)
+            if settings.webhook_sealing_key_file
+            else await store.secret("webhook-sealing", new_secret)
+        ),
         # Limits hold across nodes (each falls back to this node's own
         # count while Redis is unreachable).
         key_limiter=RedisRateLimiter(redis, "key", settings.rate_limit, settings.rate_burst),
