@@ -39,6 +39,8 @@ MAX_IN_FLIGHT = 64
 # Looked again this often even when not woken: another node's retries and
 # claims that ran out are noticed no later than this.
 IDLE_POLL_S = 2.0
+# How long stopping waits for the loop and attempts under way.
+STOP_WAIT_S = 5.0
 
 
 class Dispatcher:
@@ -62,6 +64,7 @@ class Dispatcher:
         self._in_flight: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def wake(self, *_: object) -> None:
         """Look for due deliveries now (new events were queued)."""
@@ -73,17 +76,23 @@ class Dispatcher:
 
     async def stop(self) -> None:
         """Stop claiming; attempts under way are abandoned (their claims run
-        out and they are sent again: at-least-once)."""
-        tasks = [t for t in (self._runner, *self._tasks) if t is not None]
-        for task in tasks:
+        out and they are sent again: at-least-once). The loop is asked to end
+        rather than cancelled: cancelling a database call half-way can leave
+        its connection to be reset while the pool is closing."""
+        self._stopping = True
+        self._wake.set()
+        if self._runner is not None:
+            _, late = await asyncio.wait({self._runner}, timeout=STOP_WAIT_S)
+            for task in late:
+                task.cancel()
+        for task in self._tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=STOP_WAIT_S)
         self._runner = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 claimed = await self._dispatch_due()
                 delay = await self._until_next()
