@@ -360,7 +360,8 @@ class LocalApp:
             others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in others:
                 task.cancel()
-            await asyncio.gather(*others, return_exceptions=True)
+            if others:  # a task that does not end within 10 s ends with the loop
+                await asyncio.wait(others, timeout=10)
 
         try:
             self.run(shutdown())

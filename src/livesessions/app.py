@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 KEY_OVER_LIMIT = "Too many requests for this API key; slow down"
 ADDRESS_OVER_LIMIT = "Too many requests with a wrong API key or token from this address; slow down"
+# How long shutdown waits for the maintenance loop to finish its step.
+MAINTENANCE_STOP_S = 5.0
 # How long events stay readable for a resuming stream client (at least), and
 # delivery attempts in a webhook's log; pruned this often.
 EVENT_REPLAY_MS = 24 * 3_600_000
@@ -74,6 +76,7 @@ class LiveSessionsApp:
             origins=services.whitelisted_domains,
         )
         self._maintenance: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._preload: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -191,9 +194,14 @@ class LiveSessionsApp:
 
     async def shutdown(self) -> None:
         if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+            # Asked to end, not cancelled mid-step: a store client can turn a
+            # cancellation that lands inside its call into an error of its
+            # own, which the loop would log and carry on from.
+            self._stopping.set()
+            _, late = await asyncio.wait({self._maintenance}, timeout=MAINTENANCE_STOP_S)
+            for task in late:
+                task.cancel()
+                await asyncio.wait({task}, timeout=MAINTENANCE_STOP_S)
         await self.services.egress.stop_all()
         self.services.hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
         await self.services.keeper.heartbeat()
@@ -209,8 +217,10 @@ class LiveSessionsApp:
         beats_per_lease_check = max(1, round(min(settings.worker_lease / 4, 1.0) / tick))
         beats_per_pruning = max(1, round(PRUNE_EVERY_S / tick))
         tick_count = 0
-        while True:
-            await asyncio.sleep(tick)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), tick)
+                return
             tick_count += 1
             try:
                 await self.services.keeper.expire()

@@ -59,6 +59,8 @@ Write = Callable[[Any], Awaitable[T]]
 
 UNSEQUENCED = "livesessions_unsequenced"
 SEQUENCED = "livesessions_events"
+# How long closing waits for the listener's loop to end by itself.
+STOP_WAIT_S = 5.0
 # pg_advisory_xact_lock key of the sequencer: "lsevents" in ASCII.
 SEQUENCER_LOCK = int.from_bytes(b"lsevents", "big")
 # event_counters lanes: a project's own, and the cluster's (project '').
@@ -286,6 +288,7 @@ class _EventFeed:
         self._sequence = True
         self._read = True
         self._wake = asyncio.Event()
+        self._stopping = False
         self._listening = asyncio.Event()
         self._conn: Any = None
         self._connected = False
@@ -312,7 +315,7 @@ class _EventFeed:
     async def _run(self) -> None:
         delay = self._retry_delay
         warned = False
-        while True:
+        while not self._stopping:
             self._connected = False
             try:
                 await self._follow()
@@ -325,6 +328,8 @@ class _EventFeed:
                 warned = True
             finally:
                 self._drop_connection()
+            if self._stopping:
+                return
             if self._connected:
                 delay = self._retry_delay
             await asyncio.sleep(delay)
@@ -343,7 +348,7 @@ class _EventFeed:
         # Whatever was signalled while nobody here listened.
         self._sequence = self._read = True
         self._listening.set()
-        while True:
+        while not self._stopping:
             if conn.is_closed():
                 raise ConnectionError("the LISTEN connection was closed")
             if self._sequence:
@@ -393,9 +398,15 @@ class _EventFeed:
                 conn.terminate()
 
     async def aclose(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        """Ask the loop to end, and cancel it only if it does not: cancelling
+        a pool query half-way can leave its connection resetting while the
+        pool closes, and a shutdown must not wait on that."""
+        self._stopping = True
+        self._wake.set()
+        _, late = await asyncio.wait({self._task}, timeout=STOP_WAIT_S)
+        for task in late:
+            task.cancel()
+            await asyncio.wait({task}, timeout=STOP_WAIT_S)
         self._drop_connection()
 
     def terminate(self) -> None:

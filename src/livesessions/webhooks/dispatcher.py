@@ -85,6 +85,7 @@ class Dispatcher:
             _, late = await asyncio.wait({self._runner}, timeout=STOP_WAIT_S)
             for task in late:
                 task.cancel()
+                await asyncio.wait({task}, timeout=STOP_WAIT_S)
         for task in self._tasks:
             task.cancel()
         if self._tasks:
