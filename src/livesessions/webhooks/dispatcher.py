@@ -95,8 +95,15 @@ class Dispatcher:
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                claimed = await self._dispatch_due()
-                delay = await self._until_next()
+                # A read first: most wakes (an event committed with no
+                # webhook wanting it) find nothing due, and a claim is a
+                # write on the store's writer, which joins and leaves share.
+                due = await self.registry.next_delivery_at()
+                claimed = 0
+                if due is not None and due <= self.clock():
+                    claimed = await self._dispatch_due()
+                    due = await self.registry.next_delivery_at()
+                delay = self._delay_until(due)
                 if claimed == 0 and delay <= 0:
                     # Due, but nothing could be claimed: every due head's
                     # webhook is at its limit (or another node has it). An
@@ -112,8 +119,7 @@ class Dispatcher:
                     await asyncio.wait_for(self._wake.wait(), delay)
             self._wake.clear()
 
-    async def _until_next(self) -> float:
-        due = await self.registry.next_delivery_at()
+    def _delay_until(self, due: int | None) -> float:
         if due is None:
             return IDLE_POLL_S
         return min(IDLE_POLL_S, max(0.0, (due - self.clock()) / 1000))
