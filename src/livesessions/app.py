@@ -30,6 +30,7 @@ from livesessions.http.routes import OPERATIONS
 from livesessions.http.routes.live_sessions import LiveListings
 from livesessions.http.routing import build_router
 from livesessions.logs import context
+from livesessions.loop_health import LagProbe
 from livesessions.realtime.peer_socket import PeerSocket
 from livesessions.realtime.protocol import CloseCode
 from livesessions.services import Services
@@ -76,6 +77,8 @@ class LiveSessionsApp:
             origins=services.whitelisted_domains,
         )
         self._maintenance: asyncio.Task[None] | None = None
+        telemetry = services.telemetry
+        self._lag_probe = LagProbe(services.settings.loop_probe_interval, telemetry.loop_lag, telemetry.loop_lag_max)
         self._stopping = asyncio.Event()
         self._preload: asyncio.Future[None] | None = None
 
@@ -191,8 +194,10 @@ class LiveSessionsApp:
         for step in self.services.on_start:
             await step()
         self._maintenance = asyncio.create_task(self._maintain())
+        self._lag_probe.start()
 
     async def shutdown(self) -> None:
+        await self._lag_probe.stop()
         if self._maintenance is not None:
             # Asked to end, not cancelled mid-step: a store client can turn a
             # cancellation that lands inside its call into an error of its

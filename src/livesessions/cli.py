@@ -279,6 +279,7 @@ def _server_config(settings: Settings, app: Any) -> Any:
         ws=ws_protocol,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
+        ws_per_message_deflate=settings.ws_compression,
         ws_max_size=settings.max_ws_frame_bytes,
         # Logging is set up above (livesessions.logs), for uvicorn's loggers too.
         log_config=None,
@@ -295,8 +296,14 @@ def _server(settings: Settings, services: Any) -> Any:
     import uvicorn
 
     from livesessions.app import create_app
+    from livesessions.loop_health import tune_garbage_collector
 
     class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            # What start-up made lives as long as the process (see loop_health).
+            tune_garbage_collector()
+
         async def shutdown(self, sockets: Any = None) -> None:
             # Live event streams never end on their own: ended first, so that
             # the graceful shutdown does not wait its whole timeout for them.

@@ -218,6 +218,13 @@ class Settings:
         "SECONDS",
     )
     ping_interval: float = setting(10.0, "how often peers are pinged", positive, "SECONDS")
+    ws_compression: bool = setting(
+        False,
+        "negotiate permessage-deflate with peers that offer it (off by default: it costs ~45 KiB of memory a "
+        "peer and compresses every message once per receiver; the messages are small)",
+        flag,
+        "yes|no",
+    )
     ping_timeout: float = setting(
         10.0,
         "a peer that does not answer a ping within this time is removed (so a silent or unreadable "
@@ -311,6 +318,13 @@ class Settings:
         "events a live event stream client may fall behind by before it is sent `overflow` and disconnected",
         positive_int,
         "EVENTS",
+    )
+    loop_probe_interval: float = setting(
+        0.1,
+        "how often the event loop's lateness is sampled for the livesessions_event_loop_lag_seconds metric "
+        "(0 turns it off)",
+        non_negative,
+        "SECONDS",
     )
     log_level: str = setting("info", "how much the service logs", choice("debug", "info", "warning", "error"), "LEVEL")
     log_format: str = setting("text", "text lines, or JSON lines for log shippers", choice("text", "json"), "FORMAT")

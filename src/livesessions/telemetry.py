@@ -26,6 +26,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # Request latencies are tens of microseconds to a few milliseconds here.
 _HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_LAG_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 _COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
 
@@ -90,6 +91,18 @@ class Telemetry:
         )
         self.event_stream_clients = Gauge(
             "livesessions_event_stream_clients", "Live event stream clients connected to this node.", registry=registry
+        )
+        self.loop_lag = Histogram(
+            "livesessions_event_loop_lag_seconds",
+            "How late the event loop ran a timer (see --loop-probe-interval): while it is late, every peer and "
+            "request waits.",
+            buckets=_LAG_BUCKETS,
+            registry=registry,
+        )
+        self.loop_lag_max = Gauge(
+            "livesessions_event_loop_lag_max_seconds",
+            "The longest the event loop has run a timer late since the service started.",
+            registry=registry,
         )
         self.ws_in = self.ws_messages.labels("in")
         self.ws_out = self.ws_messages.labels("out")
