@@ -129,16 +129,92 @@ _SCHEMA = [
     # version 6: events for webhooks and the live event stream, and the
     # webhooks with their delivery queue
     sqlite_events.SCHEMA,
+    # version 7: running totals for a project's metrics, kept by triggers so
+    # that no writer can forget them: sessions, the time of ended ones,
+    # distinct peers, recordings and livestreams.
+    """
+    CREATE TABLE project_totals (
+        project_id TEXT PRIMARY KEY,
+        sessions INTEGER NOT NULL DEFAULT 0,
+        ended_duration INTEGER NOT NULL DEFAULT 0,
+        users INTEGER NOT NULL DEFAULT 0,
+        recordings INTEGER NOT NULL DEFAULT 0,
+        livestreams INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE TABLE project_peers (
+        project_id TEXT NOT NULL,
+        peer_id TEXT NOT NULL,
+        PRIMARY KEY (project_id, peer_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_open_by_project ON sessions(project_id) WHERE end_time IS NULL;
+    INSERT INTO project_peers (project_id, peer_id)
+        SELECT DISTINCT s.project_id, p.peer_id FROM participants p JOIN sessions s ON s.session_id = p.session_id;
+    INSERT INTO project_totals (project_id, sessions, ended_duration)
+        SELECT project_id, count(*), coalesce(sum(end_time - start_time), 0) FROM sessions GROUP BY project_id;
+    INSERT INTO project_totals (project_id, users)
+        SELECT project_id, count(*) FROM project_peers GROUP BY project_id
+        ON CONFLICT (project_id) DO UPDATE SET users = excluded.users;
+    INSERT INTO project_totals (project_id, recordings, livestreams)
+        SELECT project_id, sum(type = 'recording'), sum(type = 'livestream') FROM egress_jobs WHERE true
+        GROUP BY project_id
+        ON CONFLICT (project_id) DO UPDATE SET recordings = excluded.recordings, livestreams = excluded.livestreams;
+    CREATE TRIGGER totals_session_added AFTER INSERT ON sessions BEGIN
+        INSERT INTO project_totals (project_id) VALUES (NEW.project_id) ON CONFLICT DO NOTHING;
+        UPDATE project_totals SET sessions = sessions + 1,
+            ended_duration = ended_duration + coalesce(NEW.end_time - NEW.start_time, 0)
+            WHERE project_id = NEW.project_id;
+    END;
+    CREATE TRIGGER totals_session_changed AFTER UPDATE OF start_time, end_time ON sessions BEGIN
+        UPDATE project_totals SET ended_duration = ended_duration
+            + coalesce(NEW.end_time - NEW.start_time, 0) - coalesce(OLD.end_time - OLD.start_time, 0)
+            WHERE project_id = NEW.project_id;
+    END;
+    CREATE TRIGGER totals_session_removed AFTER DELETE ON sessions BEGIN
+        UPDATE project_totals SET sessions = sessions - 1,
+            ended_duration = ended_duration - coalesce(OLD.end_time - OLD.start_time, 0)
+            WHERE project_id = OLD.project_id;
+    END;
+    CREATE TRIGGER totals_participant_added AFTER INSERT ON participants BEGIN
+        INSERT OR IGNORE INTO project_peers (project_id, peer_id)
+            SELECT project_id, NEW.peer_id FROM sessions WHERE session_id = NEW.session_id;
+    END;
+    CREATE TRIGGER totals_peer_added AFTER INSERT ON project_peers BEGIN
+        INSERT INTO project_totals (project_id) VALUES (NEW.project_id) ON CONFLICT DO NOTHING;
+        UPDATE project_totals SET users = users + 1 WHERE project_id = NEW.project_id;
+    END;
+    CREATE TRIGGER totals_egress_added AFTER INSERT ON egress_jobs BEGIN
+        INSERT INTO project_totals (project_id) VALUES (NEW.project_id) ON CONFLICT DO NOTHING;
+        UPDATE project_totals SET recordings = recordings + (NEW.type = 'recording'),
+            livestreams = livestreams + (NEW.type = 'livestream') WHERE project_id = NEW.project_id;
+    END;
+    CREATE TRIGGER totals_egress_removed AFTER DELETE ON egress_jobs BEGIN
+        UPDATE project_totals SET recordings = recordings - (OLD.type = 'recording'),
+            livestreams = livestreams - (OLD.type = 'livestream') WHERE project_id = OLD.project_id;
+    END;
+    """,
 ]
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     for number, script in enumerate(_SCHEMA[version:], start=version + 1):
-        for statement in script.split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        for statement in _statements(script):
+            conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {number}")
+
+
+def _statements(script: str) -> list[str]:
+    """A script's statements, one by one (a trigger's body holds `;` too)."""
+    statements, pending = [], ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending)
+            pending = ""
+    if pending.strip(" \n;"):
+        statements.append(pending)
+    return statements
 
 
 def _room(row: tuple[Any, ...]) -> Room:
@@ -576,7 +652,7 @@ class SQLiteStore(SQLiteEvents):
         self, project_id: str, room_id: str, before: int | None, limit: int
     ) -> tuple[list[SessionRecord], int | None]:
         """A page of the room's sessions, newest first, and the cursor of the next."""
-        rows = self.db.read(
+        rows = await self.db.scan(
             "SELECT seq, session_id, start_time, end_time FROM sessions"
             " WHERE project_id = ? AND room_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
             (project_id, room_id, before if before is not None else 2**62, limit + 1),
@@ -591,7 +667,7 @@ class SQLiteStore(SQLiteEvents):
             is None
         ):
             return None
-        rows = self.db.read(
+        rows = await self.db.scan(
             "SELECT peer_id, join_time, metadata, exit_time FROM participants WHERE session_id = ? ORDER BY id",
             (session_id,),
         )
@@ -601,24 +677,21 @@ class SQLiteStore(SQLiteEvents):
         ]
 
     async def metrics(self, project_id: str, now: int) -> Metrics:
-        sessions, duration = self.db.read_one(
-            "SELECT count(*), coalesce(sum(coalesce(end_time, ?) - start_time), 0) FROM sessions WHERE project_id = ?",
+        # Running totals kept by triggers (schema version 7), plus the time
+        # so far of the sessions still open: no scan of the project's history.
+        row = await self.db.scan_one(
+            "SELECT t.sessions, t.ended_duration + (SELECT coalesce(sum(? - s.start_time), 0) FROM sessions s"
+            " WHERE s.project_id = t.project_id AND s.end_time IS NULL), t.users, t.recordings, t.livestreams"
+            " FROM project_totals t WHERE t.project_id = ?",
             (now, project_id),
-        ) or (0, 0)
-        (users,) = self.db.read_one(
-            "SELECT count(DISTINCT p.peer_id) FROM participants p"
-            " JOIN sessions s ON s.session_id = p.session_id WHERE s.project_id = ?",
-            (project_id,),
-        ) or (0,)
-        counts = dict(
-            self.db.read("SELECT type, count(*) FROM egress_jobs WHERE project_id = ? GROUP BY type", (project_id,))
         )
+        sessions, duration, users, recordings, livestreams = row or (0, 0, 0, 0, 0)
         return Metrics(
             total_sessions=sessions,
             total_duration=duration,
             total_users=users,
-            recording_count=counts.get("recording", 0),
-            livestream_count=counts.get("livestream", 0),
+            recording_count=recordings,
+            livestream_count=livestreams,
         )
 
     # --- recordings and livestreams ----------------------------------------
@@ -657,7 +730,7 @@ class SQLiteStore(SQLiteEvents):
         await self._write_emitting(write)
 
     async def stints_since(self, project_id: str, since: int) -> list[tuple[int, int | None]]:
-        rows = self.db.read(
+        rows = await self.db.scan(
             "SELECT p.join_time, p.exit_time FROM participants p JOIN sessions s ON s.session_id = p.session_id"
             " WHERE s.project_id = ? AND (s.end_time IS NULL OR s.end_time >= ?)"
             " AND (p.exit_time IS NULL OR p.exit_time >= ?)",
@@ -716,7 +789,7 @@ class SQLiteStore(SQLiteEvents):
         self, project_id: str, session_id: str | None, before: int | None, limit: int
     ) -> tuple[list[EgressJob], int | None]:
         """Finished recordings, newest first, and the cursor of the next page."""
-        rows = self.db.read(
+        rows = await self.db.scan(
             f"SELECT seq, {_JOB_COLUMNS} FROM egress_jobs WHERE project_id = ? AND type = 'recording'"
             " AND active = 0 AND (? IS NULL OR session_id = ?) AND seq < ? ORDER BY seq DESC LIMIT ?",
             (project_id, session_id, session_id, before if before is not None else 2**62, limit + 1),
