@@ -9,13 +9,13 @@ or stop), so there is no second bookkeeping and no event without its change.
 from __future__ import annotations
 
 import json
-import secrets
 import string
 from typing import Any
 
 import msgspec
 
 from livesessions.domain.egress import EgressJob
+from livesessions.domain.ids import random_text
 
 MEETING_STARTED = "meeting:started"
 MEETING_ENDED = "meeting:ended"
@@ -41,7 +41,7 @@ _ALNUM = string.ascii_letters + string.digits
 
 
 def new_event_id() -> str:
-    return EVENT_ID_PREFIX + "".join(secrets.choice(_ALNUM) for _ in range(24))
+    return EVENT_ID_PREFIX + random_text(_ALNUM, 24)
 
 
 def to_json(value: Any) -> str:

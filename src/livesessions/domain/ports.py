@@ -70,6 +70,11 @@ class Presence(Protocol):
         place in that order to continue after."""
         ...
 
+    async def live_sessions_json(self, project_id: str) -> bytes:
+        """Every live room of the project, oldest session first, as the JSON
+        array the Live Sessions API shows."""
+        ...
+
     async def listing_version(self, project_id: str) -> int:
         """A number that changes whenever the project's list of live sessions
         could: lets a caller reuse an encoded answer while it is unchanged."""

@@ -6,7 +6,6 @@ join or leave is atomic, and a GET that runs after it sees all of it.
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
 
 from livesessions.domain.ids import new_session_id
@@ -21,12 +20,7 @@ from livesessions.domain.live import (
     Removal,
     RoomKey,
 )
-
-# A listed room's place in its project's list: oldest session first.
-# A listed room's place in its project's list, oldest session first, with the
-# item the API shows for it. A room has one session at a time, so (start_time,
-# room_id) is unique and the item is never compared.
-_Listing = tuple[int, str, LiveSession]
+from livesessions.stores.live_index import LiveIndex
 
 
 @dataclass(slots=True)
@@ -54,7 +48,8 @@ class MemoryPresence:
     def __init__(self, grace_period_ms: int) -> None:
         self._grace_ms = grace_period_ms
         self._rooms: dict[RoomKey, _Room] = {}
-        self._listed: dict[str, list[_Listing]] = {}
+        # Each project's listed rooms, oldest session first.
+        self._listed: dict[str, LiveIndex] = {}
         self._idle: set[RoomKey] = set()
         # Bumped on every change a project's list could show.
         self._versions: dict[str, int] = {}
@@ -112,9 +107,9 @@ class MemoryPresence:
             if room.idle_since is not None or outcome.started_session:
                 room.idle_since = None
                 self._idle.discard(key)
-                bisect.insort(self._listed.setdefault(key.project_id, []), (room.start_time, key.room_id, room.item))
+                self._listed.setdefault(key.project_id, LiveIndex()).add((room.start_time, key.room_id, room.item))
             room.item.current_peer_count = len(room.peers)
-            self._changed(key)
+            self._changed(key, room)
             if admission.lock_room and admission.is_admin:
                 room.session_locked = True
 
@@ -138,7 +133,7 @@ class MemoryPresence:
         emptied = not was_bot and not room.peers
         if not was_bot and room.item is not None:
             room.item.current_peer_count = len(room.peers)
-            self._changed(key)
+            self._changed(key, room)
         if emptied and room.session_id is not None:
             self._unlist(key, room)
             room.idle_since = now
@@ -199,7 +194,7 @@ class MemoryPresence:
             room.item.livestream_count += 1
         else:
             room.item.recording_count += 1
-        self._changed(key)
+        self._changed(key, room)
         return True
 
     # --- reads ------------------------------------------------------------
@@ -207,13 +202,12 @@ class MemoryPresence:
     async def live_sessions(
         self, project_id: str, after: tuple[int, str] | None = None, limit: int | None = None
     ) -> list[LiveSession]:
-        order = self._listed.get(project_id)
-        if not order:
-            return []
-        # (start, room_id) sorts before (start, room_id, item): right after it.
-        start = 0 if after is None else _index_after(order, after)
-        stop = len(order) if limit is None else start + limit
-        return [item for _, _, item in order[start:stop]]
+        listed = self._listed.get(project_id)
+        return [] if listed is None else listed.page(after, limit)
+
+    async def live_sessions_json(self, project_id: str) -> bytes:
+        listed = self._listed.get(project_id)
+        return b"[]" if listed is None else listed.json()
 
     async def listing_version(self, project_id: str) -> int:
         return self._versions.get(project_id, 0)
@@ -241,13 +235,17 @@ class MemoryPresence:
 
     async def totals(self) -> tuple[int, int]:
         """(live rooms, peers in them) across every project."""
-        listings = [listing for project in self._listed.values() for listing in project]
-        return len(listings), sum(item.current_peer_count for _, _, item in listings)
+        rooms = sum(len(listed) for listed in self._listed.values())
+        return rooms, sum(item.current_peer_count for listed in self._listed.values() for item in listed)
 
     # --- internals --------------------------------------------------------
 
-    def _changed(self, key: RoomKey) -> None:
+    def _changed(self, key: RoomKey, room: _Room) -> None:
+        """The room's item changed: its project's list did too."""
         self._versions[key.project_id] = self._versions.get(key.project_id, 0) + 1
+        listed = self._listed.get(key.project_id)
+        if listed is not None:
+            listed.changed((room.start_time, key.room_id))
 
     def _grace_over(self, room: _Room, now: int) -> bool:
         return room.idle_since is not None and now - room.idle_since >= self._grace_ms
@@ -263,19 +261,11 @@ class MemoryPresence:
         return ended
 
     def _unlist(self, key: RoomKey, room: _Room) -> None:
-        order = self._listed[key.project_id]
-        del order[bisect.bisect_left(order, (room.start_time, key.room_id))]
-        if not order:
+        listed = self._listed[key.project_id]
+        listed.remove((room.start_time, key.room_id))
+        if not listed:
             del self._listed[key.project_id]
 
     def _forget_if_unused(self, key: RoomKey, room: _Room) -> None:
         if not room.peers and not room.bots and room.session_id is None:
             self._rooms.pop(key, None)
-
-
-def _index_after(order: list[_Listing], place: tuple[int, str]) -> int:
-    """Index of the first listing after `place` (a (start_time, room_id))."""
-    index = bisect.bisect_left(order, place)
-    if index < len(order) and order[index][:2] == place:
-        index += 1
-    return index

@@ -79,8 +79,9 @@ class LiveListings:
         cached = self._answers.get(project_id)
         return cached[1] if cached is not None and cached[0] == version else None
 
-    def put(self, project_id: str, version: int, live: list[LiveSession]) -> Response:
-        answer = Response(200, encode(LiveSessionList(liveSessions=live)))
+    def put(self, project_id: str, version: int, live_json: bytes) -> Response:
+        """`live_json`: the rooms as a JSON array (Presence.live_sessions_json)."""
+        answer = Response(200, b"".join((b'{"liveSessions":', live_json, b"}")))
         self._answers[project_id] = (version, answer)
         return answer
 
@@ -104,7 +105,7 @@ async def list_live_sessions(request: Request, presence: Presence, listings: Liv
         project_id = request.project_id
         version = await presence.listing_version(project_id)
         cached = listings.get(project_id, version)
-        return cached or listings.put(project_id, version, await presence.live_sessions(project_id))
+        return cached or listings.put(project_id, version, await presence.live_sessions_json(project_id))
     limit = LIMIT.read(request)
     cursor = CURSOR.read(request)
     after = decode_cursor(cursor) if cursor else None
