@@ -141,6 +141,7 @@ def test_a_database_of_version_6_gets_totals_of_its_whole_history(tmp_path: Path
     for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
         conn.execute(f"DROP TRIGGER {name}")
     conn.execute("DROP INDEX sessions_open_by_project")
+    conn.execute("DROP INDEX finished_recordings")
     conn.execute("DROP TABLE project_totals")
     conn.execute("DROP TABLE project_peers")
     conn.execute(f"PRAGMA user_version = {len(embedded._SCHEMA) - 1}")

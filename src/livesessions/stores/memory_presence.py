@@ -6,6 +6,8 @@ join or leave is atomic, and a GET that runs after it sees all of it.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from dataclasses import dataclass, field
 
 from livesessions.domain.ids import new_session_id
@@ -50,7 +52,11 @@ class MemoryPresence:
         self._rooms: dict[RoomKey, _Room] = {}
         # Each project's listed rooms, oldest session first.
         self._listed: dict[str, LiveIndex] = {}
-        self._idle: set[RoomKey] = set()
+        # Rooms waiting out their grace, soonest idle first: (idle since, a
+        # tie-breaker, room). An entry whose room has been rejoined (or went
+        # idle again later) is stale and skipped when it comes up.
+        self._idle: list[tuple[int, int, RoomKey]] = []
+        self._idle_count = itertools.count()
         # Bumped on every change a project's list could show.
         self._versions: dict[str, int] = {}
 
@@ -106,7 +112,6 @@ class MemoryPresence:
             assert room.item is not None
             if room.idle_since is not None or outcome.started_session:
                 room.idle_since = None
-                self._idle.discard(key)
                 self._listed.setdefault(key.project_id, LiveIndex()).add((room.start_time, key.room_id, room.item))
             room.item.current_peer_count = len(room.peers)
             self._changed(key, room)
@@ -137,7 +142,7 @@ class MemoryPresence:
         if emptied and room.session_id is not None:
             self._unlist(key, room)
             room.idle_since = now
-            self._idle.add(key)
+            heapq.heappush(self._idle, (now, next(self._idle_count), key))
         outcome = LeaveOutcome(session_id=room.session_id, was_bot=was_bot, room_emptied=emptied)
         self._forget_if_unused(key, room)
         return outcome
@@ -178,9 +183,11 @@ class MemoryPresence:
     async def expire(self, now: int) -> list[EndedSession]:
         """End every session whose grace period is over."""
         ended = []
-        for key in list(self._idle):
-            room = self._rooms[key]
-            if self._grace_over(room, now):
+        # Only the rooms that are due are looked at, not every idle room.
+        while self._idle and now - self._idle[0][0] >= self._grace_ms:
+            since, _, key = heapq.heappop(self._idle)
+            room = self._rooms.get(key)
+            if room is not None and room.idle_since == since and self._grace_over(room, now):
                 ended.append(self._end_session(key, room))
                 self._forget_if_unused(key, room)
         return ended
@@ -257,7 +264,6 @@ class MemoryPresence:
         room.item = None
         room.idle_since = None
         room.session_locked = False
-        self._idle.discard(key)
         return ended
 
     def _unlist(self, key: RoomKey, room: _Room) -> None:

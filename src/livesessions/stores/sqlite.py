@@ -147,6 +147,7 @@ _SCHEMA = [
         PRIMARY KEY (project_id, peer_id)
     ) WITHOUT ROWID;
     CREATE INDEX sessions_open_by_project ON sessions(project_id) WHERE end_time IS NULL;
+    CREATE INDEX finished_recordings ON egress_jobs(project_id, seq) WHERE type = 'recording' AND active = 0;
     INSERT INTO project_peers (project_id, peer_id)
         SELECT DISTINCT s.project_id, p.peer_id FROM participants p JOIN sessions s ON s.session_id = p.session_id;
     INSERT INTO project_totals (project_id, sessions, ended_duration)
@@ -789,11 +790,21 @@ class SQLiteStore(SQLiteEvents):
         self, project_id: str, session_id: str | None, before: int | None, limit: int
     ) -> tuple[list[EgressJob], int | None]:
         """Finished recordings, newest first, and the cursor of the next page."""
-        rows = await self.db.scan(
-            f"SELECT seq, {_JOB_COLUMNS} FROM egress_jobs WHERE project_id = ? AND type = 'recording'"
-            " AND active = 0 AND (? IS NULL OR session_id = ?) AND seq < ? ORDER BY seq DESC LIMIT ?",
-            (project_id, session_id, session_id, before if before is not None else 2**62, limit + 1),
-        )
+        # One query per case, each walking an index in page order (a
+        # "session_id = ? OR ? IS NULL" would sort all the project's jobs).
+        before = before if before is not None else 2**62
+        if session_id is None:
+            rows = await self.db.scan(
+                f"SELECT seq, {_JOB_COLUMNS} FROM egress_jobs INDEXED BY finished_recordings WHERE project_id = ?"
+                " AND type = 'recording' AND active = 0 AND seq < ? ORDER BY seq DESC LIMIT ?",
+                (project_id, before, limit + 1),
+            )
+        else:
+            rows = await self.db.scan(
+                f"SELECT seq, {_JOB_COLUMNS} FROM egress_jobs INDEXED BY egress_by_session WHERE project_id = ?"
+                " AND session_id = ? AND type = 'recording' AND active = 0 AND seq < ? ORDER BY seq DESC LIMIT ?",
+                (project_id, session_id, before, limit + 1),
+            )
         page = rows[:limit]
         next_cursor = page[-1][0] if len(rows) > limit else None
         return [_job(row[1:]) for row in page], next_cursor

@@ -3,6 +3,7 @@ and the project's totals."""
 
 from __future__ import annotations
 
+import bisect
 from typing import Annotated
 
 import msgspec
@@ -86,12 +87,17 @@ async def concurrent_peers(request: Request, history: History, clock: Clock) -> 
     since = now - HOUR_MS
     stints = await history.stints_since(request.project_id, since)
     instants = [now - MINUTE_MS * back for back in range(HOUR_MS // MINUTE_MS, -1, -1)]
-    return ConcurrentPeers(
-        points=[
-            PeersAt(at=at, peers=sum(1 for joined, left in stints if joined <= at and (left is None or left > at)))
-            for at in instants
-        ]
-    )
+    counts = peers_at(stints, instants)
+    return ConcurrentPeers(points=[PeersAt(at=at, peers=count) for at, count in zip(instants, counts, strict=True)])
+
+
+def peers_at(stints: list[tuple[int, int | None]], instants: list[int]) -> list[int]:
+    """How many of the (join, leave) stints were going on at each instant:
+    joined at or before it and not left at or before it. Sorted once, each
+    instant is two bisections, not a pass over every stint."""
+    joins = sorted(joined for joined, _ in stints)
+    leaves = sorted(left for _, left in stints if left is not None)
+    return [bisect.bisect_right(joins, at) - bisect.bisect_right(leaves, at) for at in instants]
 
 
 def _participants(path: str, operation_id: str, summary: str) -> Operation:
