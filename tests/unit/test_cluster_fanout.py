@@ -88,8 +88,8 @@ def data(seq: int, sender: str, to: list[str] | None, payload: Any) -> str:
 
 def received(conn: Connection) -> list[dict[str, Any]]:
     out = []
-    while not conn.outbox.empty():
-        item = conn.outbox.get_nowait()
+    while conn.outbox:
+        item = conn.outbox.popleft()
         out.append({"close": item.code} if isinstance(item, Close) else json.loads(item))
     return out
 

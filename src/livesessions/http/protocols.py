@@ -46,6 +46,7 @@ from websockets import http11
 from livesessions.auth.rate_limits import client_key
 from livesessions.config import Settings
 from livesessions.logs import context
+from livesessions.realtime.protocol import SEND_FRAME
 
 log = logging.getLogger(__name__)
 
@@ -512,6 +513,30 @@ class LimitedWebSocketProtocol(WriteStallLimit, WebSocketsSansIOProtocol):
         self.close_timeout = self.limits.close_timeout
         self._abort_timer: asyncio.TimerHandle | None = None
         self._close_timer_bounded = False
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"][SEND_FRAME] = self.send_frame
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Write an already framed text message (realtime.protocol.text_frame)
+        now, skipping the ASGI send; False when it must go the ASGI way: before
+        the handshake is done or once closing, with compression negotiated
+        (the frame is not compressed), or while the peer is not reading."""
+        if (
+            not self.handshake_complete
+            or self.close_sent
+            or self.disconnected
+            or self.initial_response is not None
+            or not self.writable.is_set()
+            or self.transport.is_closing()
+            or self.conn.extensions
+        ):
+            return False
+        self.transport.write(frame)
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)

@@ -9,6 +9,7 @@ in messages and in bytes).
 from __future__ import annotations
 
 import asyncio
+import collections
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 
 from livesessions.domain.live import Admission, RoomKey
 from livesessions.domain.permissions import BOT_ROLE
-from livesessions.realtime.protocol import CloseCode, ServerMessage, encode
+from livesessions.realtime.protocol import CloseCode, ServerMessage, encode, text_frame
 
 OUTBOX_LIMIT = 1024
 OUTBOX_BYTES_LIMIT = 4 * 1024 * 1024
@@ -36,10 +37,22 @@ class Connection:
     role: str
     permissions: dict[str, Any]
     id: str = field(default_factory=lambda: secrets.token_hex(8))
-    outbox: asyncio.Queue[bytes | Close] = field(default_factory=lambda: asyncio.Queue(OUTBOX_LIMIT + 1))
+    # Messages waiting for the socket (a plain deque: an asyncio.Queue per
+    # peer cost 3 KiB), and the socket's writer waiting for them.
+    outbox: collections.deque[bytes | Close] = field(default_factory=collections.deque)
+    _wakeup: asyncio.Future[None] | None = None
     closing: bool = False
     # Bytes in the outbox not yet handed to the socket.
     queued_bytes: int = 0
+    # Once the socket may send (its join is in history): writes a framed
+    # message to the transport now, or says it cannot (handshake not done,
+    # closing, compression, the peer not reading). A message that finds
+    # nothing queued and the writer idle goes this way, with no task switch.
+    send_frame: Callable[[bytes], bool] | None = None
+    # The writer is handing a message to the socket right now.
+    writing: bool = False
+    # Counts what went out through send_frame (the writer counts the rest).
+    sent: Callable[[], None] | None = None
     # For the service's own bots: messages handed over at once, in the same
     # step that sends them to everyone else, instead of queued for a socket.
     sink: Callable[[bytes], None] | None = None
@@ -62,21 +75,40 @@ class Connection:
     def can(self, permission: str) -> bool:
         return bool(self.permissions.get(permission))
 
-    def push(self, message: ServerMessage | bytes) -> None:
+    def push(self, message: ServerMessage | bytes, frame: bytes | None = None) -> None:
+        """Send a message (`frame`: its wire form, when the caller made it
+        once for many receivers)."""
         if self.closing:
             return
-        if self.sink is not None:
-            self.sink(message if isinstance(message, bytes) else encode(message))
-            return
         encoded = message if isinstance(message, bytes) else encode(message)
-        if self.outbox.qsize() >= OUTBOX_LIMIT or self.queued_bytes + len(encoded) > OUTBOX_BYTES_LIMIT:
+        if self.sink is not None:
+            self.sink(encoded)
+            return
+        if (
+            self.send_frame is not None
+            and not self.outbox
+            and not self.writing
+            and self.send_frame(frame if frame is not None else text_frame(encoded))
+        ):
+            if self.sent is not None:
+                self.sent()
+            return
+        if len(self.outbox) >= OUTBOX_LIMIT or self.queued_bytes + len(encoded) > OUTBOX_BYTES_LIMIT:
             self.abort(*CLOSE_TOO_SLOW)
             return
         self.queued_bytes += len(encoded)
-        self.outbox.put_nowait(encoded)
+        self.outbox.append(encoded)
+        self._wake()
 
-    def take(self, item: bytes | Close) -> bytes | Close:
-        """Account for an item the socket took out of the outbox."""
+    async def next(self) -> bytes | Close:
+        """The next message for the socket, waiting for one."""
+        while not self.outbox:
+            self._wakeup = asyncio.get_running_loop().create_future()
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+        item = self.outbox.popleft()
         if isinstance(item, bytes):
             self.queued_bytes -= len(item)
         return item
@@ -86,7 +118,8 @@ class Connection:
         if not self.closing:
             self.closing = True
             if self.sink is None:
-                self.outbox.put_nowait(Close(code, reason))
+                self.outbox.append(Close(code, reason))
+                self._wake()
 
     def abort(self, code: int, reason: str) -> None:
         """End now: what is queued is dropped and the close frame goes next."""
@@ -94,12 +127,16 @@ class Connection:
             return
         self.closing = True
         if self.sink is None:
-            while not self.outbox.empty():
-                self.outbox.get_nowait()
+            self.outbox.clear()
             self.queued_bytes = 0
-            self.outbox.put_nowait(Close(code, reason))
+            self.outbox.append(Close(code, reason))
+            self._wake()
         if self.on_abort is not None:
             self.on_abort(code)
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
 
 
 class Hub:
@@ -147,10 +184,12 @@ class Hub:
         room = self._rooms.get(key)
         if not room:
             return
+        # Encoded and framed once for every receiver.
         encoded = encode(message)
+        frame = text_frame(encoded)
         for peer_id, connection in room.items():
             if peer_id != exclude and (only is None or only(connection)):
-                connection.push(encoded)
+                connection.push(encoded, frame)
 
     def close_all(self, code: int, reason: str) -> None:
         for room in self._rooms.values():

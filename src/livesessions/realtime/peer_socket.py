@@ -30,7 +30,7 @@ from livesessions.logs import context
 from livesessions.realtime import protocol
 from livesessions.realtime.hub import Close, Connection
 from livesessions.realtime.membership import Membership
-from livesessions.realtime.protocol import REFUSAL_CLOSE, CloseCode
+from livesessions.realtime.protocol import REFUSAL_CLOSE, SEND_FRAME, CloseCode
 from livesessions.realtime.throttle import Throttle, Verdict
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,8 @@ class PeerSocket:
         unrecorded = (CloseCode.INTERNAL, "could not record the join")
         try:
             await persisted
-            writer = asyncio.create_task(_drain(connection, send, self.telemetry.ws_out))
+            send_frame = scope.get("extensions", {}).get(SEND_FRAME)
+            writer = asyncio.create_task(_drain(connection, send, self.telemetry.ws_out, send_frame))
             await self._receive_loop(connection, receive)
         except self.outages as exc:
             # The join could not be recorded in time (its database is out of
@@ -278,13 +279,23 @@ def _spawn(work: Awaitable[None]) -> None:
 _departures: set[asyncio.Task[None]] = set()
 
 
-async def _drain(connection: Connection, send: Send, sent: Counter) -> None:
+async def _drain(connection: Connection, send: Send, sent: Counter, send_frame: Callable[[bytes], bool] | None) -> None:
+    """The connection's writer: what was queued (before the join was in
+    history, or while the peer was slow), in order, then whatever queues
+    again; messages that find it idle go straight out through `send_frame`."""
+    connection.sent = sent.inc
+    connection.send_frame = send_frame
     while True:
-        item = connection.take(await connection.outbox.get())
+        item = await connection.next()
         if isinstance(item, Close):
             await send({"type": "websocket.close", "code": item.code, "reason": item.reason})
             return
-        await send({"type": "websocket.send", "text": item.decode()})
+        # Until this send is done, later messages queue behind it.
+        connection.writing = True
+        try:
+            await send({"type": "websocket.send", "text": item.decode()})
+        finally:
+            connection.writing = False
         sent.inc()
 
 

@@ -204,3 +204,23 @@ SERVER_TYPES = _tags(ServerMessage)
 encode = msgspec.json.Encoder().encode
 
 PONG = encode(Pong())
+
+
+# The ASGI scope extension under which the server offers a WebSocket's
+# `send_frame(frame) -> bool`: write a frame made by `text_frame` now, or say
+# it cannot (the app then sends the message the ASGI way).
+SEND_FRAME = "livesessions.send_frame"
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A message's wire form: one final, unmasked, uncompressed text frame
+    (RFC 6455 §5.2), what a server sends. Made once for a broadcast, written
+    as it is to every receiver's transport."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 1 << 16:
+        header = bytes((0x81, 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + size.to_bytes(8, "big")
+    return header + payload
