@@ -30,6 +30,23 @@ _LAG_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 _COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
 
+class Tally:
+    """A count kept as a plain number on a hot path (a Prometheus counter
+    takes a lock on every increment) and added to its counter before a scrape."""
+
+    __slots__ = ("_counter", "_reported", "count")
+
+    def __init__(self, counter: Counter) -> None:
+        self.count = 0
+        self._reported = 0
+        self._counter = counter
+
+    async def report(self) -> None:
+        if self.count != self._reported:
+            self._counter.inc(self.count - self._reported)
+            self._reported = self.count
+
+
 class Telemetry:
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
@@ -106,8 +123,10 @@ class Telemetry:
         )
         self.ws_in = self.ws_messages.labels("in")
         self.ws_out = self.ws_messages.labels("out")
+        # Messages sent to peers: counted on the hot path, reported at scrapes.
+        self.ws_sent = Tally(self.ws_out)
         # Brought up to date just before each scrape (see `render`).
-        self._refreshers: list[Callable[[], Awaitable[None]]] = []
+        self._refreshers: list[Callable[[], Awaitable[None]]] = [self.ws_sent.report]
         # Label children by (method, route, status): labels() costs a lock
         # and a tuple build, which a hot GET should not pay every time.
         self._http_children: dict[tuple[str, str, int], Histogram] = {}

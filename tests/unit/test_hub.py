@@ -16,6 +16,7 @@ from livesessions.domain.live import RoomKey
 from livesessions.realtime.hub import Close, Connection, Hub
 from livesessions.realtime.peer_socket import _drain
 from livesessions.realtime.protocol import PeerLeft, encode, text_frame
+from livesessions.telemetry import Tally
 
 KEY = RoomKey("prj_a", "abc-defg-hij")
 
@@ -31,11 +32,11 @@ def connection(peer_id: str = "p1") -> Connection:
 
 
 def test_a_message_finding_the_writer_idle_goes_straight_out() -> None:
-    conn, written, counted = connection(), [], []
+    conn, written = connection(), []
     conn.send_frame = lambda frame: written.append(frame) or True
-    conn.sent = lambda: counted.append(1)
+    conn.sent = Tally(Counter("out", "", registry=CollectorRegistry()))
     conn.push(b'{"type":"a"}')
-    assert written == [text_frame(b'{"type":"a"}')] and counted == [1] and not conn.outbox
+    assert written == [text_frame(b'{"type":"a"}')] and conn.sent.count == 1 and not conn.outbox
 
 
 def test_it_queues_behind_a_busy_writer_a_queue_or_a_refusal() -> None:
@@ -87,7 +88,9 @@ def test_order_holds_across_both_paths_under_interleaving() -> None:
         # Queued before the writer starts (before the join is in history).
         conn.push(b"0")
         conn.push(b"1")
-        writer = asyncio.create_task(_drain(conn, send, Counter("out", "", registry=CollectorRegistry()), send_frame))
+        writer = asyncio.create_task(
+            _drain(conn, send, Tally(Counter("out", "", registry=CollectorRegistry())), send_frame)
+        )
         for number in range(2, 300):
             slow[0] = rng.random() < 0.2
             conn.push(str(number).encode())

@@ -18,6 +18,7 @@ from typing import Any
 from livesessions.domain.live import Admission, RoomKey
 from livesessions.domain.permissions import BOT_ROLE
 from livesessions.realtime.protocol import CloseCode, ServerMessage, encode, text_frame
+from livesessions.telemetry import Tally
 
 OUTBOX_LIMIT = 1024
 OUTBOX_BYTES_LIMIT = 4 * 1024 * 1024
@@ -51,8 +52,8 @@ class Connection:
     send_frame: Callable[[bytes], bool] | None = None
     # The writer is handing a message to the socket right now.
     writing: bool = False
-    # Counts what went out through send_frame (the writer counts the rest).
-    sent: Callable[[], None] | None = None
+    # Counts the messages handed to the socket.
+    sent: Tally | None = None
     # For the service's own bots: messages handed over at once, in the same
     # step that sends them to everyone else, instead of queued for a socket.
     sink: Callable[[bytes], None] | None = None
@@ -91,7 +92,7 @@ class Connection:
             and self.send_frame(frame if frame is not None else text_frame(encoded))
         ):
             if self.sent is not None:
-                self.sent()
+                self.sent.count += 1
             return
         if len(self.outbox) >= OUTBOX_LIMIT or self.queued_bytes + len(encoded) > OUTBOX_BYTES_LIMIT:
             self.abort(*CLOSE_TOO_SLOW)

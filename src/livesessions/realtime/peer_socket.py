@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import msgspec
-from prometheus_client import Counter
 
 from livesessions.auth.origins import WhitelistedDomains, origin_header
 from livesessions.auth.peer_tokens import InvalidPeerToken, PeerClaims, PeerTokenCheck, RevokedKey
@@ -32,6 +31,7 @@ from livesessions.realtime.hub import Close, Connection
 from livesessions.realtime.membership import Membership
 from livesessions.realtime.protocol import REFUSAL_CLOSE, SEND_FRAME, CloseCode
 from livesessions.realtime.throttle import Throttle, Verdict
+from livesessions.telemetry import Tally
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class PeerSocket:
         try:
             await persisted
             send_frame = scope.get("extensions", {}).get(SEND_FRAME)
-            writer = asyncio.create_task(_drain(connection, send, self.telemetry.ws_out, send_frame))
+            writer = asyncio.create_task(_drain(connection, send, self.telemetry.ws_sent, send_frame))
             await self._receive_loop(connection, receive)
         except self.outages as exc:
             # The join could not be recorded in time (its database is out of
@@ -279,11 +279,11 @@ def _spawn(work: Awaitable[None]) -> None:
 _departures: set[asyncio.Task[None]] = set()
 
 
-async def _drain(connection: Connection, send: Send, sent: Counter, send_frame: Callable[[bytes], bool] | None) -> None:
+async def _drain(connection: Connection, send: Send, sent: Tally, send_frame: Callable[[bytes], bool] | None) -> None:
     """The connection's writer: what was queued (before the join was in
     history, or while the peer was slow), in order, then whatever queues
     again; messages that find it idle go straight out through `send_frame`."""
-    connection.sent = sent.inc
+    connection.sent = sent
     connection.send_frame = send_frame
     while True:
         item = await connection.next()
@@ -296,7 +296,7 @@ async def _drain(connection: Connection, send: Send, sent: Counter, send_frame: 
             await send({"type": "websocket.send", "text": item.decode()})
         finally:
             connection.writing = False
-        sent.inc()
+        sent.count += 1
 
 
 async def _close(send: Send, code: CloseCode, reason: str) -> None:
