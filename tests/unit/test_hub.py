@@ -14,7 +14,7 @@ from websockets.frames import Frame, Opcode
 
 from livesessions.domain.live import RoomKey
 from livesessions.realtime.hub import Close, Connection, Hub
-from livesessions.realtime.peer_socket import _drain
+from livesessions.realtime.peer_socket import _open
 from livesessions.realtime.protocol import PeerLeft, encode, text_frame
 from livesessions.telemetry import Tally
 
@@ -88,9 +88,7 @@ def test_order_holds_across_both_paths_under_interleaving() -> None:
         # Queued before the writer starts (before the join is in history).
         conn.push(b"0")
         conn.push(b"1")
-        writer = asyncio.create_task(
-            _drain(conn, send, Tally(Counter("out", "", registry=CollectorRegistry())), send_frame)
-        )
+        _open(conn, send, Tally(Counter("out", "", registry=CollectorRegistry())), send_frame)
         for number in range(2, 300):
             slow[0] = rng.random() < 0.2
             conn.push(str(number).encode())
@@ -98,7 +96,8 @@ def test_order_holds_across_both_paths_under_interleaving() -> None:
                 await asyncio.sleep(0)
         slow[0] = False
         conn.close(1000, "")
-        await asyncio.wait_for(writer, 5)
+        while conn.writer is not None:
+            await asyncio.wait_for(conn.writer, 5)
         return wire
 
     for seed in range(20):
@@ -117,3 +116,26 @@ def test_a_broadcast_frames_once_and_skips_the_sender() -> None:
     assert written == {"p1": [], "p2": [frame], "p3": [frame]}
     # The very same bytes object for every receiver: framed once.
     assert written["p2"][0] is written["p3"][0]
+
+
+def test_an_idle_connection_holds_no_writer_task() -> None:
+    async def scenario() -> None:
+        conn, wire = connection(), []
+
+        async def send(message: dict[str, Any]) -> None:
+            await asyncio.sleep(0)
+            wire.append(message)
+
+        conn.push(b'{"type":"joined"}')  # queued before the join is in history
+        _open(conn, send, Tally(Counter("out", "", registry=CollectorRegistry())), lambda frame: True)
+        assert conn.writer is not None
+        await asyncio.wait_for(conn.writer, 5)
+        assert conn.writer is None and [m["text"] for m in wire] == ['{"type":"joined"}']
+        conn.push(b'{"type":"pong"}')  # straight out: no task made
+        assert conn.writer is None and not conn.outbox
+        conn.close(1000, "left")
+        assert conn.writer is not None
+        await asyncio.wait_for(conn.writer, 5)
+        assert wire[-1] == {"type": "websocket.close", "code": 1000, "reason": "left"}
+
+    asyncio.run(scenario())

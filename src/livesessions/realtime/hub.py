@@ -39,9 +39,11 @@ class Connection:
     permissions: dict[str, Any]
     id: str = field(default_factory=lambda: secrets.token_hex(8))
     # Messages waiting for the socket (a plain deque: an asyncio.Queue per
-    # peer cost 3 KiB), and the socket's writer waiting for them.
+    # peer cost 3 KiB), and the task writing them out, which exists only
+    # while there is something to write (`start_writer` makes it).
     outbox: collections.deque[bytes | Close] = field(default_factory=collections.deque)
-    _wakeup: asyncio.Future[None] | None = None
+    writer: asyncio.Task[None] | None = None
+    start_writer: Callable[[], None] | None = None
     closing: bool = False
     # Bytes in the outbox not yet handed to the socket.
     queued_bytes: int = 0
@@ -101,19 +103,6 @@ class Connection:
         self.outbox.append(encoded)
         self._wake()
 
-    async def next(self) -> bytes | Close:
-        """The next message for the socket, waiting for one."""
-        while not self.outbox:
-            self._wakeup = asyncio.get_running_loop().create_future()
-            try:
-                await self._wakeup
-            finally:
-                self._wakeup = None
-        item = self.outbox.popleft()
-        if isinstance(item, bytes):
-            self.queued_bytes -= len(item)
-        return item
-
     def close(self, code: int, reason: str) -> None:
         """Send a close frame after what is already queued; nothing after it."""
         if not self.closing:
@@ -136,8 +125,8 @@ class Connection:
             self.on_abort(code)
 
     def _wake(self) -> None:
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
+        if (self.writer is None or self.writer.done()) and self.start_writer is not None:
+            self.start_writer()
 
 
 class Hub:

@@ -121,12 +121,12 @@ class PeerSocket:
             return await _close(send, *REFUSAL_CLOSE[outcome.refused])
         connection.on_abort = lambda code: self._cut_off(connection, code)
 
-        writer: asyncio.Task[None] | None = None
+        flowing = False
         unrecorded = (CloseCode.INTERNAL, "could not record the join")
         try:
             await persisted
-            send_frame = scope.get("extensions", {}).get(SEND_FRAME)
-            writer = asyncio.create_task(_drain(connection, send, self.telemetry.ws_sent, send_frame))
+            flowing = True
+            _open(connection, send, self.telemetry.ws_sent, scope.get("extensions", {}).get(SEND_FRAME))
             await self._receive_loop(connection, receive)
         except self.outages as exc:
             # The join could not be recorded in time (its database is out of
@@ -139,12 +139,14 @@ class PeerSocket:
             connection.close(CloseCode.INTERNAL, "internal error")
         finally:
             await self.membership.depart(connection)
-            if writer is not None:
+            if flowing:
                 connection.close(CloseCode.NORMAL, "")
-                try:
-                    await asyncio.wait_for(writer, timeout=2)
-                except (TimeoutError, Exception):  # noqa: BLE001 - the socket is gone
-                    writer.cancel()
+                writer = connection.writer
+                if writer is not None:
+                    try:
+                        await asyncio.wait_for(writer, timeout=2)
+                    except (TimeoutError, Exception):  # noqa: BLE001 - the socket is gone
+                        writer.cancel()
             else:
                 with contextlib.suppress(Exception):  # the client may be gone already
                     await _close(send, *unrecorded)
@@ -279,24 +281,48 @@ def _spawn(work: Awaitable[None]) -> None:
 _departures: set[asyncio.Task[None]] = set()
 
 
-async def _drain(connection: Connection, send: Send, sent: Tally, send_frame: Callable[[bytes], bool] | None) -> None:
-    """The connection's writer: what was queued (before the join was in
-    history, or while the peer was slow), in order, then whatever queues
-    again; messages that find it idle go straight out through `send_frame`."""
+def _open(connection: Connection, send: Send, sent: Tally, send_frame: Callable[[bytes], bool] | None) -> None:
+    """The join is in history: the connection's messages may flow. What was
+    queued goes first, in order; from then on a message that finds nothing
+    queued goes straight out through `send_frame`, and a writer task exists
+    only while something is queued (an idle peer holds no task of its own)."""
+
+    def start_writer() -> None:
+        connection.writer = writer = asyncio.get_running_loop().create_task(_drain(connection, send, sent))
+        writer.add_done_callback(_retrieve)
+
     connection.sent = sent
     connection.send_frame = send_frame
-    while True:
-        item = await connection.next()
-        if isinstance(item, Close):
-            await send({"type": "websocket.close", "code": item.code, "reason": item.reason})
-            return
-        # Until this send is done, later messages queue behind it.
-        connection.writing = True
-        try:
-            await send({"type": "websocket.send", "text": item.decode()})
-        finally:
-            connection.writing = False
-        sent.count += 1
+    connection.start_writer = start_writer
+    if connection.outbox:
+        start_writer()
+
+
+async def _drain(connection: Connection, send: Send, sent: Tally) -> None:
+    """Write out what is queued, then end (the next queued message starts another)."""
+    try:
+        while connection.outbox:
+            item = connection.outbox.popleft()
+            if isinstance(item, Close):
+                await send({"type": "websocket.close", "code": item.code, "reason": item.reason})
+                return
+            connection.queued_bytes -= len(item)
+            # Until this send is done, later messages queue behind it.
+            connection.writing = True
+            try:
+                await send({"type": "websocket.send", "text": item.decode()})
+            finally:
+                connection.writing = False
+            sent.count += 1
+    finally:
+        connection.writer = None
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """A writer ends with an error when its socket went away: that is seen by
+    the receive loop; the error itself is dropped here, not logged as lost."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _close(send: Send, code: CloseCode, reason: str) -> None:
