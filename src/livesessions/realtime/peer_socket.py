@@ -120,6 +120,8 @@ class PeerSocket:
             await persisted
             return await _close(send, *REFUSAL_CLOSE[outcome.refused])
         connection.on_abort = lambda code: self._cut_off(connection, code)
+        # This frame lives as long as the peer: it keeps only what it uses.
+        del query, token, room, outcome, admission
 
         flowing = False
         unrecorded = (CloseCode.INTERNAL, "could not record the join")
