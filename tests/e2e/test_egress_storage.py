@@ -299,8 +299,8 @@ class Room:
 
     def received(self) -> list[dict[str, Any]]:
         messages = []
-        while not self.peer.outbox.empty():
-            message = self.peer.outbox.get_nowait()
+        while self.peer.outbox:
+            message = self.peer.outbox.popleft()
             assert isinstance(message, bytes), message  # a close frame: the peer was dropped
             messages.append(json.loads(message))
         return messages
