@@ -37,7 +37,7 @@ from livesessions.domain.live import EndedSession, JoinOutcome, PeerPresence, Re
 from livesessions.realtime import protocol
 from livesessions.realtime.fanout import receives_data
 from livesessions.realtime.hub import Connection, Hub
-from livesessions.realtime.protocol import EVICTION_CLOSE, CloseCode
+from livesessions.realtime.protocol import EVICTION_CLOSE, CloseCode, text_frame
 from livesessions.stores.redis_presence import (
     DataEvent,
     EvictedEvent,
@@ -259,8 +259,10 @@ class RedisFanout:
             if holder is not None and holder.id == event.conn:
                 self._close(holder, event)
             return
+        # Framed once for every receiver on this node.
+        frame = text_frame(encoded) if encoded is not None else None
         for connection in list(self.hub.room(key)):
-            self._hand(connection, event, encoded)
+            self._hand(connection, event, encoded, frame)
 
     @staticmethod
     def _close(connection: Connection, event: ReplacedEvent | EvictedEvent) -> None:
@@ -269,20 +271,22 @@ class RedisFanout:
         else:
             connection.close(CloseCode.REPLACED, "replaced by a newer connection of the same peer")
 
-    def _hand(self, connection: Connection, event: RoomEvent, encoded: bytes | None) -> None:
+    def _hand(
+        self, connection: Connection, event: RoomEvent, encoded: bytes | None, frame: bytes | None = None
+    ) -> None:
         """Give one event to one connection, if it is one for it."""
         if encoded is None or connection.seen_events >= event.seq:
             return
         if isinstance(event, PeerJoinedEvent):
             if connection.peer_id != event.peer.peer_id:
-                connection.push(encoded)
+                connection.push(encoded, frame)
         elif isinstance(event, PeerLeftEvent):
             if connection.peer_id != event.peer_id:
-                connection.push(encoded)
+                connection.push(encoded, frame)
         elif isinstance(event, DataEvent):
             recipients = None if event.to is None else set(event.to)
             if connection.peer_id != event.sender and receives_data(connection, recipients):
-                connection.push(encoded)
+                connection.push(encoded, frame)
         elif isinstance(event, MetadataUpdatedEvent):
             connection.push(encoded)
 
