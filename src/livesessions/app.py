@@ -30,7 +30,7 @@ from livesessions.http.routes import OPERATIONS
 from livesessions.http.routes.live_sessions import LiveListings
 from livesessions.http.routing import build_router
 from livesessions.logs import context
-from livesessions.loop_health import LagProbe, MemoryReturn
+from livesessions.loop_health import LagProbe
 from livesessions.realtime.peer_socket import PeerSocket
 from livesessions.realtime.protocol import CloseCode
 from livesessions.services import Services
@@ -46,8 +46,6 @@ MAINTENANCE_STOP_S = 5.0
 EVENT_REPLAY_MS = 24 * 3_600_000
 DELIVERY_LOG_MS = 7 * 24 * 3_600_000
 PRUNE_EVERY_S = 300.0
-# How often the connection count is compared with its peak (see MemoryReturn).
-MEMORY_CHECK_EVERY_S = 5.0
 # The route label of requests no route matched (404/405).
 UNMATCHED = "(unmatched)"
 
@@ -80,7 +78,6 @@ class LiveSessionsApp:
         )
         self._maintenance: asyncio.Task[None] | None = None
         telemetry = services.telemetry
-        self._memory_return = MemoryReturn()
         self._lag_probe = LagProbe(services.settings.loop_probe_interval, telemetry.loop_lag, telemetry.loop_lag_max)
         self._stopping = asyncio.Event()
         self._preload: asyncio.Future[None] | None = None
@@ -224,7 +221,6 @@ class LiveSessionsApp:
         beats_per_heartbeat = max(1, round(settings.heartbeat_interval / tick))
         beats_per_lease_check = max(1, round(min(settings.worker_lease / 4, 1.0) / tick))
         beats_per_pruning = max(1, round(PRUNE_EVERY_S / tick))
-        beats_per_memory_check = max(1, round(MEMORY_CHECK_EVERY_S / tick))
         tick_count = 0
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
@@ -242,8 +238,6 @@ class LiveSessionsApp:
                     await self.services.egress.release_silent_workers()
                 if tick_count % beats_per_pruning == 0:
                     await self._prune_events()
-                if tick_count % beats_per_memory_check == 0:
-                    await self._memory_return.check(self.services.hub.connection_count())
             except Exception:
                 log.exception("session maintenance failed")
 

@@ -157,9 +157,6 @@ class Hub:
         """The room's connections on this node."""
         return self._rooms.get(key, {}).values()
 
-    def connection_count(self) -> int:
-        return sum(len(room) for room in self._rooms.values())
-
     def connections(self) -> list[Connection]:
         """Every connection on this node."""
         return [connection for room in self._rooms.values() for connection in room.values()]
