@@ -629,11 +629,19 @@ def test_download_that_is_not_read_is_cut_off_within_the_liveness_bound(
     room = project.create_room()
     sender = project.join(room)
     assert project.post(EGRESS_START, json={"roomId": room, "token": project.token(room)}).status_code == 200
+    # A peer in the room hears the data as the recorder does: once it has all
+    # of it, so has the recorder (scaled out it comes by way of Redis, and a
+    # stop right after the last send would beat the last of it there).
+    witness = project.join(room)
+    counts: dict[str, int] = {}
+    _drain(witness, counts)
     try:
         _flood(sender, 100)  # a recording of some 6 MB
+        assert eventually(lambda: counts.get("data", 0) >= 100, timeout=20), counts
         assert project.post(EGRESS_STOP, json={"roomId": room}).status_code == 200
     finally:
         sender.close()
+        witness.close()
     session = eventually(
         lambda: [
             r for r in project.get("/api/v2/sdk/recordings").json()["recordings"] if r["recordingSize"] > 5_000_000
