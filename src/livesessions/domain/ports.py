@@ -70,9 +70,10 @@ class Presence(Protocol):
         place in that order to continue after."""
         ...
 
-    async def live_sessions_json(self, project_id: str) -> bytes:
+    async def live_sessions_json(self, project_id: str) -> list[bytes]:
         """Every live room of the project, oldest session first, as the JSON
-        array the Live Sessions API shows."""
+        array the Live Sessions API shows, in pieces (`b"".join` them: a
+        caller joins them once with the rest of its answer)."""
         ...
 
     async def listing_version(self, project_id: str) -> int:

@@ -4,7 +4,7 @@ The Live Sessions API lists every live room of a project, oldest session
 first, and every join or leave changes one room of that list. The rooms are
 kept in sorted chunks of up to `2 * CHUNK`, each with its JSON encoding cached:
 a change re-encodes only its own chunk, and the whole list is the chunks'
-bytes joined. So the list of 10 000 rooms answers in well under a millisecond
+bytes joined (once, with the rest of the answer). So the list of 10 000 rooms answers in well under a millisecond
 after any change, where encoding all of it again took ~10 ms.
 """
 
@@ -34,7 +34,7 @@ class LiveIndex:
         self._lasts: list[Place] = []
         # Each chunk's items as JSON, without the brackets; None once changed.
         self._encoded: list[bytes | None] = []
-        self._whole: bytes | None = None
+        self._whole: list[bytes] | None = None
         self._size = 0
 
     def __len__(self) -> int:
@@ -110,11 +110,17 @@ class LiveIndex:
             index, position = index + 1, 0
         return found
 
-    def json(self) -> bytes:
-        """Every item, in order, as a JSON array."""
+    def json(self) -> list[bytes]:
+        """Every item, in order, as a JSON array in pieces: `b"".join` of them
+        is the array (left to the caller, who joins them once with its own)."""
         if self._whole is None:
+            pieces = [b"["]
             for index, encoded in enumerate(self._encoded):
                 if encoded is None:
-                    self._encoded[index] = _encode([item for _, _, item in self._chunks[index]])[1:-1]
-            self._whole = b"".join((b"[", b",".join(self._encoded), b"]"))  # type: ignore[arg-type]
+                    encoded = self._encoded[index] = _encode([item for _, _, item in self._chunks[index]])[1:-1]
+                if index:
+                    pieces.append(b",")
+                pieces.append(encoded)
+            pieces.append(b"]")
+            self._whole = pieces
         return self._whole

@@ -212,9 +212,9 @@ class MemoryPresence:
         listed = self._listed.get(project_id)
         return [] if listed is None else listed.page(after, limit)
 
-    async def live_sessions_json(self, project_id: str) -> bytes:
+    async def live_sessions_json(self, project_id: str) -> list[bytes]:
         listed = self._listed.get(project_id)
-        return b"[]" if listed is None else listed.json()
+        return [b"[]"] if listed is None else listed.json()
 
     async def listing_version(self, project_id: str) -> int:
         return self._versions.get(project_id, 0)

@@ -545,8 +545,8 @@ class RedisPresence:
             for i in range(0, len(reply), 5)
         ]
 
-    async def live_sessions_json(self, project_id: str) -> bytes:
-        return msgspec.json.encode(await self.live_sessions(project_id))
+    async def live_sessions_json(self, project_id: str) -> list[bytes]:
+        return [msgspec.json.encode(await self.live_sessions(project_id))]
 
     async def listing_version(self, project_id: str) -> int:
         version = await self._redis.hget(self._base(project_id), "ver")

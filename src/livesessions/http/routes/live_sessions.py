@@ -79,9 +79,9 @@ class LiveListings:
         cached = self._answers.get(project_id)
         return cached[1] if cached is not None and cached[0] == version else None
 
-    def put(self, project_id: str, version: int, live_json: bytes) -> Response:
-        """`live_json`: the rooms as a JSON array (Presence.live_sessions_json)."""
-        answer = Response(200, b"".join((b'{"liveSessions":', live_json, b"}")))
+    def put(self, project_id: str, version: int, live_json: list[bytes]) -> Response:
+        """`live_json`: the rooms as a JSON array in pieces (Presence.live_sessions_json)."""
+        answer = Response(200, b"".join([b'{"liveSessions":', *live_json, b"}"]))
         self._answers[project_id] = (version, answer)
         return answer
 
