@@ -1,9 +1,10 @@
 """The connections on this node, by room, and fan-out of messages to them.
 
-Sending never blocks the sender: each connection has its own outbox drained
-by its own task, and a peer too slow to keep up is disconnected rather than
-allowed to hold the room back (or the server's memory: the outbox is bounded
-in messages and in bytes).
+Sending never blocks the sender: a message goes straight to the peer's socket
+when nothing is queued before it, else into the connection's own outbox,
+drained by a task of its own while anything is in it; a peer too slow to keep
+up is disconnected rather than allowed to hold the room back (or the server's
+memory: the outbox is bounded in messages and in bytes).
 """
 
 from __future__ import annotations
