@@ -42,7 +42,13 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine_info, write_json
-from livesessions.auth.peer_tokens import REQUIRED_CLAIMS, InvalidPeerToken, PeerClaims, PeerTokenSigner
+from livesessions.auth.peer_tokens import (
+    REQUIRED_CLAIMS,
+    InvalidPeerToken,
+    PeerClaims,
+    PeerTokenSigner,
+    peer_claims,
+)
 from livesessions.domain.permissions import resolve_permissions
 
 NOW = 1_700_000_000
@@ -65,21 +71,7 @@ def reference_verify(public: ec.EllipticCurvePublicKey, token: str, now_s: int) 
         raise InvalidPeerToken("malformed claims: exp")
     if expires <= now_s:
         raise InvalidPeerToken("Signature has expired")
-    options = claims.get("options") or {}
-    try:
-        return PeerClaims(
-            peer_id=str(claims["peerId"]),
-            room_id=str(claims["roomId"]),
-            project_id=str(claims["projectId"]),
-            key_id=str(claims["keyId"]),
-            role=str(claims["role"]),
-            permissions=dict(claims["permissions"]),
-            metadata=str(claims.get("metadata") or ""),
-            max_peers=options.get("maxPeersAllowed"),
-            lock_room=bool(options.get("roomLocked", False)),
-        )
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise InvalidPeerToken("malformed claims") from exc
+    return peer_claims(claims)
 
 
 def make_tokens(signer: PeerTokenSigner, count: int, metadata_bytes: int) -> list[str]:

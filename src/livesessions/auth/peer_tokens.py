@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 import math
@@ -187,17 +188,26 @@ def _copied(value: Any) -> Any:
 def _detached(claims: PeerClaims) -> PeerClaims:
     """Claims equal to a cached entry's, whose permissions a caller may change
     without changing the cache."""
-    return PeerClaims(
-        peer_id=claims.peer_id,
-        room_id=claims.room_id,
-        project_id=claims.project_id,
-        key_id=claims.key_id,
-        role=claims.role,
-        permissions=_copied(claims.permissions),
-        metadata=claims.metadata,
-        max_peers=_copied(claims.max_peers),
-        lock_room=claims.lock_room,
-    )
+    return dataclasses.replace(claims, permissions=_copied(claims.permissions), max_peers=_copied(claims.max_peers))
+
+
+def peer_claims(claims: dict[str, Any]) -> PeerClaims:
+    """A verified token's payload as PeerClaims (the mapping PyJWT's path had)."""
+    options = claims.get("options") or {}
+    try:
+        return PeerClaims(
+            peer_id=str(claims["peerId"]),
+            room_id=str(claims["roomId"]),
+            project_id=str(claims["projectId"]),
+            key_id=str(claims["keyId"]),
+            role=str(claims["role"]),
+            permissions=dict(claims["permissions"]),
+            metadata=str(claims.get("metadata") or ""),
+            max_peers=options.get("maxPeersAllowed"),
+            lock_room=bool(options.get("roomLocked", False)),
+        )
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise InvalidPeerToken("malformed claims") from exc
 
 
 def _check_times(expires: int, not_before: int | None, now_s: int) -> None:
@@ -322,22 +332,7 @@ class PeerTokenSigner:
         expires = claims["exp"]
         if not isinstance(expires, int) or isinstance(expires, bool):
             raise InvalidPeerToken("malformed claims: exp")
-        options = claims.get("options") or {}
-        try:
-            peer = PeerClaims(
-                peer_id=str(claims["peerId"]),
-                room_id=str(claims["roomId"]),
-                project_id=str(claims["projectId"]),
-                key_id=str(claims["keyId"]),
-                role=str(claims["role"]),
-                permissions=dict(claims["permissions"]),
-                metadata=str(claims.get("metadata") or ""),
-                max_peers=options.get("maxPeersAllowed"),
-                lock_room=bool(options.get("roomLocked", False)),
-            )
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise InvalidPeerToken("malformed claims") from exc
-        return _Cached(peer, expires, not_before)
+        return _Cached(peer_claims(claims), expires, not_before)
 
 
 class PeerTokenCheck:
