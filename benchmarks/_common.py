@@ -96,6 +96,40 @@ def stop_process(process: subprocess.Popen[bytes] | None) -> None:
         process.wait()
 
 
+def service_args(port: int, data_dir: Path, rate_limit: float = 0.0) -> list[str]:
+    """The `livesessions serve` flags every benchmark runs the service with."""
+    return [
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--rate-limit",
+        str(rate_limit),
+        "--log-level",
+        "warning",
+        # Every benchmark client comes from 127.0.0.1; thousands of peers
+        # would trip the per-address cap, and a flood of churn the message
+        # budget, which exist against hostile clients, not this one.
+        "--max-connections-per-client",
+        "0",
+        "--peer-message-rate",
+        "1000000",
+        "--peer-message-burst",
+        "1000000",
+    ]
+
+
+def log_problems(path: Path, words: tuple[str, ...] = ("Traceback", "ERROR", "Exception")) -> list[str]:
+    """Lines of a server log that look like errors."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if any(word in line for word in words)]
+
+
 class Service:
     """`livesessions serve` on a free loopback port with a temporary data dir."""
 
@@ -114,30 +148,7 @@ class Service:
         self.ws_base = f"ws://{HOST}:{self.port}"
 
     def start(self) -> Service:
-        args = [
-            str(LIVESESSIONS),
-            "serve",
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--data-dir",
-            str(self.data_dir),
-            "--rate-limit",
-            str(self.rate_limit),
-            "--log-level",
-            "warning",
-            # Every benchmark client comes from 127.0.0.1; thousands of peers
-            # would trip the per-address cap, and a flood of churn the message
-            # budget, which exist against hostile clients, not this one.
-            "--max-connections-per-client",
-            "0",
-            "--peer-message-rate",
-            "1000000",
-            "--peer-message-burst",
-            "1000000",
-            *self.extra,
-        ]
+        args = [str(LIVESESSIONS), "serve", *service_args(self.port, self.data_dir, self.rate_limit), *self.extra]
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
         wait_http_ok(self.port, "/api/v2/sdk", self.process)
@@ -167,12 +178,7 @@ class Service:
         return json.loads(out)["apiKey"]
 
     def log_problems(self) -> list[str]:
-        """Lines of the server log that look like errors (tracebacks, ERROR)."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return []
-        return [line for line in text.splitlines() if "Traceback" in line or "ERROR" in line or "Exception" in line]
+        return log_problems(self.log_path)
 
     def stop(self) -> None:
         stop_process(self.process)

@@ -8,7 +8,7 @@ after the peers leave (issue 12, target 2: per idle peer <= 1.5 x the floor).
 Server memory is the resident set size (VmRSS in /proc/<pid>/status). One
 run measures two servers, one after the other, with the same client:
 
-  (a) the floor: benchmarks/raw_ws_idle.py, a raw ASGI app that accepts a
+  (a) the floor: benchmarks/raw_ws.py, a raw ASGI app that accepts a
       WebSocket, sends one small message and then waits, served by uvicorn
       with the service's own transport (livesessions.cli._server_config: the
       service's protocol classes, ping interval, frame limit), compression
@@ -64,6 +64,7 @@ from _common import (
     Api,
     Service,
     free_port,
+    log_problems,
     machine_info,
     memory_kib,
     rss_kib,
@@ -78,7 +79,7 @@ FLOOR_SETTLE = 3.0
 
 
 class Floor:
-    """benchmarks/raw_ws_idle.py on a free loopback port."""
+    """benchmarks/raw_ws.py on a free loopback port (its peers wait until they leave)."""
 
     def __init__(self, compression: bool) -> None:
         self.port = free_port()
@@ -89,9 +90,9 @@ class Floor:
         self.ws_base = f"ws://{HOST}:{self.port}"
 
     def start(self) -> Floor:
-        args = [sys.executable, str(Path(__file__).resolve().parent / "raw_ws_idle.py"), "--port", str(self.port)]
+        args = [sys.executable, str(Path(__file__).resolve().parent / "raw_ws.py"), "--port", str(self.port)]
         if self.compression:
-            args.append("--compression")
+            args.append("--ws-compression")
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
         wait_http_ok(self.port, "/", self.process)
@@ -103,11 +104,7 @@ class Floor:
         return self.process.pid
 
     def log_problems(self) -> list[str]:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return []
-        return [line for line in text.splitlines() if "Traceback" in line or "ERROR" in line or "Exception" in line]
+        return log_problems(self.log_path)
 
     def stop(self) -> None:
         stop_process(self.process)

@@ -73,8 +73,10 @@ from _common import (
     LIVESESSIONS,
     Api,
     free_port,
+    log_problems,
     machine_info,
     new_wallet,
+    service_args,
     wait_http_ok,
     write_json,
 )
@@ -129,28 +131,7 @@ def tree_cpu_s(root: int) -> float:
 
 def service_flags(data_dir: Path, port: int, interval: float) -> list[str]:
     """`livesessions serve` flags: those of _common.Service, plus the ping settings."""
-    return [
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        "--rate-limit",
-        "0",
-        "--log-level",
-        "warning",
-        "--max-connections-per-client",
-        "0",
-        "--peer-message-rate",
-        "1000000",
-        "--peer-message-burst",
-        "1000000",
-        "--ping-interval",
-        str(interval),
-        "--ping-timeout",
-        str(interval),
-    ]
+    return [*service_args(port, data_dir), "--ping-interval", str(interval), "--ping-timeout", str(interval)]
 
 
 class Server:
@@ -226,12 +207,7 @@ class Server:
         return self.process is not None and self.process.poll() is None
 
     def log_problems(self) -> list[str]:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return []
-        words = ("Traceback", "ERROR", "Exception", "error")
-        return [line for line in text.splitlines() if any(w in line for w in words)]
+        return log_problems(self.log_path, ("Traceback", "ERROR", "Exception", "error"))
 
     def stop(self) -> None:
         """SIGTERM to the process this script started, then its own session
